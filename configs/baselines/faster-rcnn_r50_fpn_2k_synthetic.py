@@ -1,0 +1,17 @@
+# Baseline: stock mmdet Faster R-CNN R50-FPN on the synthetic H&E cell detection set.
+# Offline default: trained from scratch (init_cfg=None, no frozen stage, BN statistics
+# updated). With ImageNet weights (needs a download), use instead:
+#   backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50'),
+#                 frozen_stages=1, norm_eval=True)
+_base_ = [
+    'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
+    '../_base_/datasets/synthetic_det.py',
+    '../_base_/schedules/schedule_sgd_2k.py',
+    '../_base_/default_runtime_det.py',
+]
+model = dict(
+    backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
+    # nuclei are 6-30 px wide: 16 px anchors at stride 4 (mmdet's default is 32 px)
+    rpn_head=dict(anchor_generator=dict(scales=[4])),
+    roi_head=dict(bbox_head=dict(num_classes=4)),
+    test_cfg=dict(rcnn=dict(max_per_img=300)))

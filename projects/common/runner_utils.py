@@ -1,0 +1,55 @@
+"""Helpers shared by ``tools/train.py`` and ``tools/test.py`` (config handling, CPU DDP)."""
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None,
+                work_dir: Optional[str] = None, launcher: str = 'none') -> Config:
+    """Load a config, merge ``--cfg-options`` and set ``work_dir`` like mmdet's tools.
+
+    An unknown path or a config with a syntax error raises with the file named.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: config file not found')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def config_scope(cfg: Config) -> str:
+    """'mmdet', 'mmseg' or another default scope named by the config."""
+    return cfg.get('default_scope', 'mmdet') or 'mmdet'
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make ``--launcher pytorch`` work on machines without CUDA.
+
+    mmengine 0.10.7 calls ``torch.cuda.set_device`` while initialising the process group
+    and wraps the model with ``device_ids=[LOCAL_RANK]``; both fail without CUDA. Here the
+    gloo process group is created first (mmengine then skips its own initialisation) and
+    the DDP wrapper gets ``device_ids=None``, which is what PyTorch requires for CPU models.
+    On CUDA machines nothing changes.
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+    env_cfg['dist_cfg'] = dict(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg', None) or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    os.environ.setdefault('LOCAL_RANK', '0')

@@ -1,0 +1,591 @@
+"""Tests for projects/common/metrics.py: hand-computed cases and independent references
+(brute-force loops, scipy's maximum bipartite matching, scikit-image, pycocotools)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+
+import projects.common.metrics  # noqa: F401  (registers the metrics)
+from projects.common.metrics import (aji, dice_obj, instances_from_semantic, match_boxes,
+                                     match_points, pixel_scores)
+
+# ------------------------------------------------------------------------ match_points
+
+
+def test_match_points_optimal_beats_greedy():
+    # g0=(0,0), g1=(5,0); p0=(4,0), p1=(9,0); radius 5.
+    # d(g0,p0)=4, d(g1,p0)=1, d(g1,p1)=4, d(g0,p1)=9 (> 5, forbidden).
+    # Greedy closest-pair-first takes (g1,p0) (d=1); g0's only candidate p0 is gone and p1
+    # is left alone -> tp=1, fp=1, fn=1. The optimal matching (g0,p0), (g1,p1) keeps 2.
+    gt = [[0, 0], [5, 0]]
+    pred = [[4, 0], [9, 0]]
+    assert match_points(gt, pred, 5) == (2, 0, 0)
+    # reversed prediction order must not change the result
+    assert match_points(gt, pred[::-1], 5) == (2, 0, 0)
+
+
+def test_match_points_radius_boundary_is_inclusive():
+    # (0,0) to (3,4): distance sqrt(9 + 16) = 5 exactly
+    assert match_points([[0, 0]], [[3, 4]], 5.0) == (1, 0, 0)
+    assert match_points([[0, 0]], [[3, 4]], 4.999) == (0, 1, 1)
+    # radius 0: only identical points match
+    assert match_points([[2, 2], [7, 7]], [[2, 2], [7, 7.5]], 0) == (1, 1, 1)
+
+
+def test_match_points_one_to_one():
+    # two predictions on one GT point: only one is a tp, the other is an fp
+    assert match_points([[10, 10]], [[10, 11], [11, 10]], 3) == (1, 1, 0)
+    # two GT points around one prediction: one tp, one fn
+    assert match_points([[10, 10], [12, 10]], [[11, 10]], 3) == (1, 0, 1)
+
+
+def test_match_points_empty_inputs():
+    assert match_points([], [], 5) == (0, 0, 0)
+    assert match_points(np.zeros((0, 2)), [[1, 1], [2, 2]], 5) == (0, 2, 0)
+    assert match_points([[1, 1], [2, 2], [3, 3]], np.zeros((0, 2)), 5) == (0, 0, 3)
+
+
+def test_match_points_bad_input_raises():
+    with pytest.raises(ValueError, match='gt_xy'):
+        match_points(np.zeros((3, 3)), [[0, 0]], 5)
+    with pytest.raises(ValueError, match='pred_xy'):
+        match_points([[0, 0]], [[np.nan, 0]], 5)
+    with pytest.raises(ValueError, match='radius'):
+        match_points([[0, 0]], [[0, 0]], -1)
+
+
+def test_match_points_cardinality_equals_scipy_maximum_matching():
+    # Independent reference: the size of a maximum bipartite matching on the pairs with
+    # distance <= radius (dense distance table here, scipy's Hopcroft-Karp).
+    rng = np.random.default_rng(0)
+    for n_gt, n_pred in ((400, 450), (300, 200)):
+        gt = rng.uniform(0, 300, (n_gt, 2))
+        m = min(n_gt, n_pred) // 2
+        pred = np.concatenate([gt[:m] + rng.normal(0, 5, (m, 2)),
+                               rng.uniform(0, 300, (n_pred - m, 2))])
+        d = np.sqrt(((gt[:, None] - pred[None]) ** 2).sum(-1))
+        graph = csr_matrix((d <= 12.0).astype(np.int8))
+        match = maximum_bipartite_matching(graph, perm_type='column')
+        k = int((match >= 0).sum())
+        assert match_points(gt, pred, 12.0) == (k, n_pred - k, n_gt - k)
+
+
+# ------------------------------------------------------------------------- match_boxes
+
+
+def test_match_boxes_iou_threshold_inclusive():
+    # [0,0,10,5] inside [0,0,10,10]: IoU = 50 / 100 = 0.5 -> matches at thr 0.5
+    assert match_boxes([[0, 0, 10, 10]], [[0, 0, 10, 5]], 0.5) == (1, 0, 0)
+    # [5,0,15,10]: intersection 5*10 = 50, union 100 + 100 - 50 = 150 -> IoU 1/3 < 0.5
+    assert match_boxes([[0, 0, 10, 10]], [[5, 0, 15, 10]], 0.5) == (0, 1, 1)
+    assert match_boxes([[0, 0, 10, 10]], [[5, 0, 15, 10]], 0.3) == (1, 0, 0)
+    assert match_boxes([], [], 0.5) == (0, 0, 0)
+    assert match_boxes([[0, 0, 1, 1]], [], 0.5) == (0, 0, 1)
+
+
+def test_match_boxes_optimal_beats_greedy():
+    # g0=[0,0,10,10], g1=[1.5,0,11.5,10], p0=[1,0,11,10], p1=[4,0,14,10]; all heights 10.
+    # IoU(g0,p0) = 90 / 110 = 0.818; IoU(g1,p0) = 95 / 105 = 0.905;
+    # IoU(g0,p1) = 60 / 140 = 0.429 (< 0.5); IoU(g1,p1) = 75 / 125 = 0.6.
+    # Greedy highest-IoU-first takes (g1,p0) and g0 is left with p1 (0.429): 1 match.
+    # Optimal: (g0,p0), (g1,p1) -> 2 matches.
+    gt = [[0, 0, 10, 10], [1.5, 0, 11.5, 10]]
+    pred = [[1, 0, 11, 10], [4, 0, 14, 10]]
+    assert match_boxes(gt, pred, 0.5) == (2, 0, 0)
+
+
+@pytest.mark.parametrize('max_candidates', [1 << 22, 0])
+def test_match_boxes_cardinality_equals_scipy_maximum_matching(monkeypatch, max_candidates):
+    # Independent reference: maximum bipartite matching on a dense IoU >= 0.5 table written
+    # here. max_candidates=0 forces the chunked dense path instead of the kd-tree one.
+    import projects.common.metrics as m
+    monkeypatch.setattr(m, '_MAX_BOX_CANDIDATES', max_candidates)
+    rng = np.random.default_rng(2)
+    gt_xy, gt_wh = rng.uniform(0, 200, (150, 2)), rng.uniform(8, 30, (150, 2))
+    pred_xy = np.concatenate([gt_xy[:100] + rng.normal(0, 3, (100, 2)),
+                              rng.uniform(0, 200, (60, 2))])
+    pred_wh = np.concatenate([gt_wh[:100] * rng.uniform(0.8, 1.2, (100, 2)),
+                              rng.uniform(8, 30, (60, 2))])
+    gt = np.concatenate([gt_xy, gt_xy + gt_wh], 1)
+    pred = np.concatenate([pred_xy, pred_xy + pred_wh], 1)
+    iw = np.clip(np.minimum(gt[:, None, 2], pred[None, :, 2])
+                 - np.maximum(gt[:, None, 0], pred[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(gt[:, None, 3], pred[None, :, 3])
+                 - np.maximum(gt[:, None, 1], pred[None, :, 1]), 0, None)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    iou = iw * ih / (area(gt)[:, None] + area(pred)[None] - iw * ih)
+    match = maximum_bipartite_matching(csr_matrix((iou >= 0.5).astype(np.int8)),
+                                       perm_type='column')
+    k = int((match >= 0).sum())
+    assert 40 < k < 150  # a non-trivial case
+    assert match_boxes(gt, pred, 0.5) == (k, 160 - k, 150 - k)
+
+
+def test_match_boxes_bad_input_raises():
+    with pytest.raises(ValueError, match='x2 < x1'):
+        match_boxes([[10, 0, 0, 10]], [[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match='iou_thr'):
+        match_boxes([[0, 0, 1, 1]], [[0, 0, 1, 1]], 0)
+
+
+# ------------------------------------------------------------------ AJI and object Dice
+
+# GT: G1 = rows 0-1 x cols 0-2 (6 px), G2 = rows 3-5 x cols 3-5 (9 px).
+GT6 = np.array([[1, 1, 1, 0, 0, 0],
+                [1, 1, 1, 0, 0, 0],
+                [0, 0, 0, 0, 0, 0],
+                [0, 0, 0, 2, 2, 2],
+                [0, 0, 0, 2, 2, 2],
+                [0, 0, 0, 2, 2, 2]])
+# Prediction: A = rows 0-1 x cols 0-1 (4 px, inside G1), B = rows 3-4 x cols 3-5 (6 px,
+# inside G2), C = row 5 x cols 0-1 (2 px, overlaps nothing).
+PRED6 = np.array([[1, 1, 0, 0, 0, 0],
+                  [1, 1, 0, 0, 0, 0],
+                  [0, 0, 0, 0, 0, 0],
+                  [0, 0, 0, 2, 2, 2],
+                  [0, 0, 0, 2, 2, 2],
+                  [3, 3, 0, 0, 0, 0]])
+
+
+def test_aji_hand_case_with_unmatched_prediction():
+    # G1 -> A: |G1 n A| = 4, |G1 u A| = 6 ; G2 -> B: 6 and 9 ; C never used adds 2 to U.
+    # AJI = (4 + 6) / (6 + 9 + 2) = 10 / 17
+    assert aji(GT6, PRED6) == pytest.approx(10 / 17)
+    # without C: 10 / 15
+    assert aji(GT6, np.where(PRED6 == 3, 0, PRED6)) == pytest.approx(10 / 15)
+
+
+def test_aji_prediction_used_by_two_gt_objects():
+    # GT [1 1 0 2 2 0], prediction S = [1 1 1 1 1 0] (5 px) covers both GT objects.
+    # G1 -> S: C += 2, U += 5 ; G2 -> S: C += 2, U += 5 -> AJI = 4 / 10 (S counted twice)
+    gt = np.array([[1, 1, 0, 2, 2, 0]])
+    pred = np.array([[1, 1, 1, 1, 1, 0]])
+    assert aji(gt, pred) == pytest.approx(0.4)
+
+
+def test_aji_gt_without_overlap_adds_its_area():
+    # G1 (6 px) overlaps nothing: U += 6 ; G2 -> B (6 of 9): C = 6, U = 9 -> 6 / 15
+    pred = np.where(PRED6 == 2, 2, 0)
+    assert aji(GT6, pred) == pytest.approx(6 / 15)
+
+
+def test_dice_obj_hand_case():
+    # GT side: Dice(G1, A) = 2*4/(6+4) = 0.8, Dice(G2, B) = 2*6/(9+6) = 0.8, weights 6/15,
+    # 9/15 -> 0.8. Prediction side: Dice(A) = 0.8 (w 4/12), Dice(B) = 0.8 (w 6/12),
+    # C overlaps no GT: Dice 0 (w 2/12) -> (3.2 + 4.8) / 12 = 2/3.
+    # Dice_obj = 0.5 * (0.8 + 2/3) = 11/15
+    assert dice_obj(GT6, PRED6) == pytest.approx(11 / 15)
+
+
+def test_dice_obj_picks_largest_overlap():
+    # GT G = [1 1 1 1 0 0]; predictions S1 = col 0 (1 px), S2 = cols 1-3 (3 px).
+    # GT side: S*(G) = S2 (3 shared px): Dice = 6 / 7, weight 1.
+    # Prediction side: Dice(G, S1) = 2/5 (w 1/4), Dice(G, S2) = 6/7 (w 3/4).
+    # Dice_obj = 0.5 * (6/7 + 0.25*0.4 + 0.75*6/7) = 0.5 * (1.75*6/7 + 0.1) = 0.8
+    gt = np.array([[1, 1, 1, 1, 0, 0]])
+    pred = np.array([[1, 2, 2, 2, 0, 0]])
+    assert dice_obj(gt, pred) == pytest.approx(0.8)
+
+
+def test_empty_cases():
+    empty = np.zeros((4, 4), int)
+    some = np.zeros((4, 4), int)
+    some[1:3, 1:3] = 5
+    assert aji(empty, empty) == 1.0 and dice_obj(empty, empty) == 1.0
+    assert aji(some, empty) == 0.0 and dice_obj(some, empty) == 0.0
+    assert aji(empty, some) == 0.0 and dice_obj(empty, some) == 0.0
+    assert aji(some, some) == 1.0 and dice_obj(some, some) == 1.0
+
+
+def test_non_contiguous_ids_same_result():
+    # order-preserving renumbering (small gaps -> lookup-table path; ids > 2**40 -> the
+    # np.unique path) and, on the hand case (no ties), an arbitrary permutation of ids.
+    rng = np.random.default_rng(3)
+    gt, pred = _random_maps(rng, 48, 12), _random_maps(rng, 48, 14)
+    for f in (lambda a: np.where(a > 0, a * 37 + 5, 0), lambda a: np.where(a > 0, a + 2**40, 0)):
+        assert aji(f(gt), f(pred)) == aji(gt, pred)
+        assert dice_obj(f(gt), f(pred)) == dice_obj(gt, pred)
+    perm = np.array([0, 900, 17, 4])  # 1 -> 900, 2 -> 17, 3 -> 4
+    assert aji(perm[GT6], perm[PRED6]) == pytest.approx(10 / 17)
+    assert dice_obj(perm[GT6], perm[PRED6]) == pytest.approx(11 / 15)
+
+
+def _random_maps(rng, size, n):
+    """Label map of n random overlapping rectangles (later ones on top)."""
+    lab = np.zeros((size, size), np.int64)
+    for k in range(1, n + 1):
+        y, x = rng.integers(0, size - 3, 2)
+        h, w = rng.integers(2, 12, 2)
+        lab[y:y + h, x:x + w] = k
+    return lab
+
+
+def _aji_brute(gt, pred):
+    """Kumar et al. 2017, Algorithm 1, with full masks per object (slow, obviously right)."""
+    c = u = 0
+    used = set()
+    p_ids = [p for p in np.unique(pred) if p != 0]
+    for g in np.unique(gt):
+        if g == 0:
+            continue
+        gm = gt == g
+        best, best_iou, best_i, best_u = None, 0.0, 0, 0
+        for p in p_ids:
+            pm = pred == p
+            inter = int((gm & pm).sum())
+            union = int((gm | pm).sum())
+            if inter and inter / union > best_iou:
+                best, best_iou, best_i, best_u = p, inter / union, inter, union
+        if best is None:
+            u += int(gm.sum())
+        else:
+            c, u = c + best_i, u + best_u
+            used.add(best)
+    u += sum(int((pred == p).sum()) for p in p_ids if p not in used)
+    return c / u
+
+
+def _dice_obj_brute(gt, pred):
+    """Sirinukunwattana et al. 2017 object Dice with full masks per object."""
+
+    def side(a, b):
+        ids = [i for i in np.unique(a) if i != 0]
+        total = sum(int((a == i).sum()) for i in ids)
+        acc = 0.0
+        for i in ids:
+            am = a == i
+            best, best_inter = None, 0
+            for j in np.unique(b[am]):
+                inter = int((am & (b == j)).sum()) if j != 0 else 0
+                if inter > best_inter:
+                    best, best_inter = j, inter
+            if best is not None:
+                acc += am.sum() / total * 2 * best_inter / (am.sum() + (b == best).sum())
+        return acc
+
+    return 0.5 * (side(gt, pred) + side(pred, gt))
+
+
+def test_aji_dice_obj_match_brute_force_on_random_maps():
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        size = int(rng.integers(20, 40))
+        gt = _random_maps(rng, size, int(rng.integers(1, 10)))
+        pred = _random_maps(rng, size, int(rng.integers(1, 10)))
+        assert aji(gt, pred) == pytest.approx(_aji_brute(gt, pred), abs=1e-12)
+        assert dice_obj(gt, pred) == pytest.approx(_dice_obj_brute(gt, pred), abs=1e-12)
+
+
+def test_instance_map_bad_input_raises():
+    with pytest.raises(ValueError, match='gt_inst'):
+        aji(np.zeros((3, 3)), np.zeros((3, 3), int))  # float map
+    with pytest.raises(ValueError, match='negative'):
+        aji(-np.ones((3, 3), int), np.zeros((3, 3), int))
+    with pytest.raises(ValueError, match='differ in shape'):
+        dice_obj(np.zeros((3, 3), int), np.zeros((3, 4), int))
+
+
+# ------------------------------------------------------------------------ pixel_scores
+
+
+def test_pixel_scores_with_ignore():
+    # valid pixels: 5 (one 255). gt fg at (0,1), (0,2), (1,2); pred fg at (0,0), (0,1),
+    # (1,0) [ignored], (1,2). tp = 2 [(0,1),(1,2)], fp = 1 [(0,0)], fn = 1 [(0,2)],
+    # tn = 1 [(1,1)] -> acc = 3/5, F1 = 2*2 / (2*2 + 1 + 1) = 2/3
+    gt = np.array([[0, 1, 1], [255, 0, 1]])
+    pred = np.array([[1, 1, 0], [1, 0, 1]])
+    s = pixel_scores(gt, pred)
+    assert s['pixel_acc'] == pytest.approx(0.6)
+    assert s['pixel_f1'] == pytest.approx(2 / 3)
+    assert (s['tp'], s['fp'], s['fn'], s['tn']) == (2, 1, 1, 1)
+
+
+def test_pixel_scores_several_fg_classes_and_empty():
+    # with fg_classes (1, 2) the gt class 2 at (0,0) is foreground and pred class 1 there
+    # is a tp: tp = 2, fp = 0, fn = 0, tn = 2 -> acc 1, F1 1
+    s = pixel_scores(np.array([[2, 1], [0, 0]]), np.array([[1, 2], [0, 0]]), fg_classes=(1, 2))
+    assert (s['pixel_acc'], s['pixel_f1']) == (1.0, 1.0)
+    # no foreground anywhere: F1 1.0 by convention, acc 1
+    s = pixel_scores(np.zeros((2, 2), int), np.zeros((2, 2), int))
+    assert (s['pixel_acc'], s['pixel_f1']) == (1.0, 1.0)
+    # every pixel ignored: NaN
+    assert np.isnan(pixel_scores(np.full((2, 2), 255), np.ones((2, 2)))['pixel_acc'])
+
+
+# ------------------------------------------------------------- instances_from_semantic
+
+
+def test_instances_from_semantic_removes_small_and_fills_holes():
+    sem = np.zeros((20, 20), np.uint8)
+    sem[1:6, 1:6] = 1
+    sem[3, 3] = 0            # ring of 24 px with a 1 px hole -> filled, 25 px
+    sem[1:5, 10:15] = 1      # 4 x 5 = 20 px -> kept (not < 20)
+    sem[10:14, 1:6] = 1
+    sem[13, 5] = 0           # 19 px -> removed
+    sem[15:18, 15:18] = 1
+    sem[18:20, 18:20] = 1    # 9 + 4 px touching diagonally: one 8-connected object of 13 px
+    sem[15:18, 10] = 255     # ignore label is not foreground
+    inst = instances_from_semantic(sem, fg=1, min_size=20)
+    assert inst.dtype == np.int32
+    areas = sorted(np.bincount(inst.ravel())[1:].tolist())
+    assert areas == [20, 25]          # the 19 px and the 13 px objects are gone
+    assert inst[3, 3] > 0             # the hole is filled
+    # with min_size 10 the 13 px diagonal pair stays, as one object
+    inst = instances_from_semantic(sem, fg=1, min_size=10)
+    assert sorted(np.bincount(inst.ravel())[1:].tolist()) == [13, 19, 20, 25]
+    # without hole filling the ring keeps its hole
+    assert instances_from_semantic(sem, min_size=20, fill_holes=False)[3, 3] == 0
+
+
+def test_instances_from_semantic_matches_skimage():
+    from scipy.ndimage import binary_fill_holes
+    from skimage.measure import label
+    from skimage.morphology import remove_small_objects
+
+    rng = np.random.default_rng(5)
+    sem = (rng.random((60, 60)) < 0.45).astype(np.uint8)
+    # skimage >= 0.26: max_size=19 removes objects of <= 19 px, i.e. < 20 px
+    ref = label(remove_small_objects(label(sem), max_size=19) > 0)
+    ref = label(binary_fill_holes(ref > 0))
+    ours = instances_from_semantic(sem, min_size=20)
+    # same partition (label numbering may differ): one-to-one map between labels
+    pairs = np.unique(np.stack([ours.ravel(), ref.ravel()]), axis=1)
+    assert ours.max() == ref.max() == pairs.shape[1] - 1
+    assert ((pairs[0] == 0) == (pairs[1] == 0)).all()
+
+
+# ----------------------------------------------------------------- CellDetectionMetric
+
+
+def _det_sample(gt_boxes, gt_labels, boxes, scores, labels, img_id, **extra):
+    """A DetDataSample as mmengine's Evaluator hands it to process(): via to_dict()."""
+    return dict(
+        img_id=img_id, ori_shape=(256, 256),
+        gt_instances=dict(bboxes=torch.tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4),
+                          labels=torch.tensor(gt_labels, dtype=torch.int64)),
+        pred_instances=dict(bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                            scores=torch.tensor(scores, dtype=torch.float32),
+                            labels=torch.tensor(labels, dtype=torch.int64)),
+        **extra)
+
+
+def _build_det(**kwargs):
+    from mmdet.registry import METRICS
+    metric = METRICS.build(dict(type='CellDetectionMetric', **kwargs))
+    metric.dataset_meta = dict(classes=('mitosis', 'other'))
+    return metric
+
+
+def test_cell_detection_metric_hand_case():
+    metric = _build_det(radius=5, classwise=True, coco_ap=False)
+    # Image 1: GT boxes (20x20) with labels [0, 0, 1]; annotated points: GT0 (10,10),
+    # GT1 (50,56) (not its box centre (50,50)), GT2 (90,90).
+    #   a [2,0,22,20] s.9 l0: centre (12,10), 2 px from GT0 -> point tp;
+    #     IoU with GT0 = 18*20 / (400+400-360) = 0.818 -> box tp
+    #   b [40,47,60,67] s.8 l1: centre (50,57), 1 px from GT1's point -> point tp;
+    #     IoU with GT1 = 20*13 / (800-260) = 0.48 -> box fp, GT1 box fn
+    #   c [200,200,220,220] s.4: below score_thr 0.5 -> dropped
+    #   d [80,80,100,100] s.6 l1: exactly GT2 -> point tp, box tp
+    #   points (tp, fp, fn) = (3, 0, 0); boxes (2, 1, 1)
+    s1 = _det_sample([[0, 0, 20, 20], [40, 40, 60, 60], [80, 80, 100, 100]], [0, 0, 1],
+                     [[2, 0, 22, 20], [40, 47, 60, 67], [200, 200, 220, 220], [80, 80, 100, 100]],
+                     [0.9, 0.8, 0.4, 0.6], [0, 1, 0, 1], img_id=1,
+                     gt_points=np.array([[10, 10], [50, 56], [90, 90]], np.float32))
+    # Image 2: no GT, one prediction s.7 l0 -> points (0, 1, 0), boxes (0, 1, 0)
+    s2 = _det_sample([], [], [[5, 5, 25, 25]], [0.7], [0], img_id=2)
+    # Image 3: nothing at all -> excluded from the per-image means
+    s3 = _det_sample([], [], [], [], [], img_id=3)
+    metric.process({}, [s1, s2])
+    metric.process({}, [s3])
+    res = metric.evaluate(3)
+    # pooled points: tp 3, fp 1, fn 0 -> recall 1, precision 3/4, F1 6/7
+    assert res['cell/recall'] == pytest.approx(1.0)
+    assert res['cell/precision'] == pytest.approx(0.75)
+    assert res['cell/f1'] == pytest.approx(6 / 7)
+    # per image: image 1 (1, 1, 1), image 2 (0, 0, 0), image 3 excluded -> 0.5 each
+    for k in ('recall_img', 'precision_img', 'f1_img'):
+        assert res[f'cell/{k}'] == pytest.approx(0.5)
+    # pooled boxes: tp 2, fp 2, fn 1 -> recall 2/3, precision 1/2, F1 4/7
+    assert res['cell/box_recall'] == pytest.approx(2 / 3)
+    assert res['cell/box_precision'] == pytest.approx(0.5)
+    assert res['cell/box_f1'] == pytest.approx(4 / 7)
+    # class 'mitosis': GT0, GT1; preds a (tp with GT0), image-2 pred (fp); GT1 missed
+    # (b is class 1) -> tp 1, fp 1, fn 1 -> 0.5, 0.5, 0.5
+    assert (res['cell/mitosis_recall'], res['cell/mitosis_precision'],
+            res['cell/mitosis_f1']) == pytest.approx((0.5, 0.5, 0.5))
+    # class 'other': GT2; preds b (fp: GT1 is class 0) and d (tp) -> 1, 0.5, 2/3
+    assert (res['cell/other_recall'], res['cell/other_precision'],
+            res['cell/other_f1']) == pytest.approx((1.0, 0.5, 2 / 3))
+
+
+def test_cell_detection_metric_max_per_img_and_ignore():
+    from mmdet.structures.bbox import HorizontalBoxes
+    metric = _build_det(radius=5, max_per_img=2, coco_ap=False)
+    # three GT, three exact predictions with scores .9, .8, .7 (boxes as HorizontalBoxes,
+    # as LoadAnnotations produces): max_per_img=2 keeps the two best -> tp 2, fn 1
+    boxes = [[0, 0, 10, 10], [30, 30, 40, 40], [60, 60, 70, 70]]
+    s = _det_sample(boxes, [0, 0, 0], boxes, [0.9, 0.8, 0.7], [0, 0, 0], img_id=0)
+    s['gt_instances']['bboxes'] = HorizontalBoxes(torch.tensor(boxes, dtype=torch.float32))
+    metric.process({}, [s])
+    res = metric.compute_metrics(metric.results)
+    assert (res['recall'], res['precision']) == pytest.approx((2 / 3, 1.0))
+
+    metric = _build_det(radius=5, coco_ap=False)
+    # GT1 is ignored (ignore_flags); the prediction on it is neither tp nor fp, the one on
+    # GT0 is a tp, the one far away an fp -> tp 1, fp 1, fn 0: recall 1, precision 1/2
+    s = _det_sample(boxes[:2], [0, 0], [boxes[0], boxes[1], [100, 100, 110, 110]],
+                    [0.9, 0.9, 0.9], [0, 0, 0], img_id=0)
+    s['gt_instances']['ignore_flags'] = torch.tensor([False, True])
+    metric.process({}, [s])
+    res = metric.compute_metrics(metric.results)
+    assert (res['recall'], res['precision']) == pytest.approx((1.0, 0.5))
+    assert (res['box_recall'], res['box_precision']) == pytest.approx((1.0, 0.5))
+
+
+def test_cell_detection_metric_bad_sample_raises():
+    metric = _build_det(coco_ap=False)
+    s = _det_sample([[0, 0, 10, 10]], [0], [], [], [], img_id=7,
+                    gt_points=np.zeros((2, 2)))  # 2 points for 1 box
+    with pytest.raises(ValueError, match='img_id=7.*gt_points'):
+        metric.process({}, [s])
+    s = _det_sample([[0, 0, 10, 10]], [0], [], [], [], img_id=8)
+    del s['gt_instances']
+    with pytest.raises(ValueError, match='img_id=8.*gt_instances'):
+        metric.process({}, [s])
+
+
+def test_cell_detection_coco_ap_perfect_and_no_gt():
+    metric = _build_det()
+    boxes = [[0, 0, 20, 20], [40, 40, 60, 60], [80, 80, 100, 100]]
+    metric.process({}, [_det_sample(boxes, [0, 1, 0], boxes, [1.0, 0.9, 0.8], [0, 1, 0], 0),
+                        _det_sample(boxes[:1], [1], boxes[:1], [0.7], [1], 1)])
+    res = metric.compute_metrics(metric.results)
+    # every GT found exactly, right class, no false positive: AP = AP50 = 1
+    assert res['coco_AP'] == pytest.approx(1.0)
+    assert res['coco_AP50'] == pytest.approx(1.0)
+
+    metric = _build_det()
+    metric.process({}, [_det_sample([], [], boxes, [0.9, 0.8, 0.7], [0, 0, 0], 0)])
+    res = metric.compute_metrics(metric.results)
+    assert res['coco_AP'] == -1.0 and res['coco_AP50'] == -1.0  # no GT: undefined
+
+
+def test_cell_detection_coco_ap_matches_pycocotools(tmp_path):
+    # Independent construction: a COCO json on disk, COCO(file) + loadRes(list) +
+    # COCOeval.summarize(), as every COCO user does.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(11)
+    samples, images, anns, dets = [], [], [], []
+    for i in range(4):
+        n = int(rng.integers(3, 9))
+        xy = rng.uniform(0, 200, (n, 2))
+        wh = rng.uniform(10, 30, (n, 2))
+        gt = np.round(np.concatenate([xy, xy + wh], 1) * 4) / 4  # exact in float32
+        gl = rng.integers(0, 2, n)
+        keep = rng.random(n) < 0.8
+        pred = gt[keep] + rng.normal(0, 3, (int(keep.sum()), 4))
+        pred[:, 2:] = np.maximum(pred[:, 2:], pred[:, :2] + 1)
+        extra = np.round(rng.uniform(0, 200, (3, 2)))
+        pred = np.concatenate([np.round(pred * 4) / 4, np.concatenate([extra, extra + 20], 1)])
+        pl = np.concatenate([np.where(rng.random(int(keep.sum())) < 0.85, gl[keep], 1 - gl[keep]),
+                             rng.integers(0, 2, 3)])
+        ps = rng.uniform(0.05, 1.0, len(pred))
+        samples.append(_det_sample(gt.tolist(), gl.tolist(), pred.tolist(), ps.tolist(),
+                                   pl.tolist(), img_id=i))
+        images.append(dict(id=i, width=256, height=256, file_name=f'{i}.png'))
+        for b, c in zip(gt, gl):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            anns.append(dict(id=len(anns) + 1, image_id=i, category_id=int(c), iscrowd=0,
+                             bbox=[float(b[0]), float(b[1]), w, h], area=w * h))
+        for b, c, s in zip(pred, pl, ps):
+            dets.append(dict(image_id=i, category_id=int(c), score=float(s),
+                             bbox=[float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                   float(b[3] - b[1])]))
+    path = tmp_path / 'gt.json'
+    path.write_text(json.dumps(dict(images=images, annotations=anns, categories=[
+        dict(id=0, name='mitosis'), dict(id=1, name='other')])))
+    coco = COCO(str(path))
+    ev = COCOeval(coco, coco.loadRes(dets), 'bbox')
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert 0.1 < ev.stats[0] < 0.99  # a non-trivial case
+
+    metric = _build_det()
+    metric.process({}, samples)
+    res = metric.compute_metrics(metric.results)
+    # coordinates are multiples of 1/4, exact in the float32 tensors: same numbers
+    assert res['coco_AP'] == pytest.approx(ev.stats[0], rel=1e-9)
+    assert res['coco_AP50'] == pytest.approx(ev.stats[1], rel=1e-9)
+
+
+# ------------------------------------------------------------------------ NucleiMetric
+
+
+def _seg_sample(gt_sem, pred_sem, name, gt_inst=None):
+    """A SegDataSample as mmengine's Evaluator hands it to process(): via to_dict()."""
+    s = dict(img_path=name,
+             gt_sem_seg=dict(data=torch.as_tensor(np.asarray(gt_sem, np.int64))[None]),
+             pred_sem_seg=dict(data=torch.as_tensor(np.asarray(pred_sem, np.int64))[None]))
+    if gt_inst is not None:
+        s['gt_instance_map'] = np.asarray(gt_inst)
+    return s
+
+
+def test_nuclei_metric_hand_case():
+    from mmseg.registry import METRICS
+    metric = METRICS.build(dict(type='NucleiMetric', min_size=0))
+    # Image 1: the 6x6 case: AJI 10/17, Dice_obj 11/15 (see the tests above).
+    #   pixels: gt fg 15, pred fg 12, tp 10, fp 2, fn 5, tn 36 - 17 = 19
+    s1 = _seg_sample(GT6 > 0, PRED6 > 0, 'a.png', gt_inst=GT6)
+    # Image 2: 4x4, GT object rows 0-1 x cols 0-1, bottom row ignored (255), no instance
+    # map (-> connected components). The prediction has the object plus foreground on the
+    # ignored row, which must count nowhere: tp 4, tn 8 of 12 valid pixels, AJI = Dice = 1
+    # (C = U = 4).
+    gt2 = np.zeros((4, 4), int)
+    gt2[:2, :2] = 1
+    gt2[3] = 255
+    pred2 = np.zeros((4, 4), int)
+    pred2[:2, :2] = 1
+    pred2[3] = 1
+    s2 = _seg_sample(gt2, pred2, 'b.png')
+    # Image 3: empty everywhere -> 16 tn, excluded from the object means
+    s3 = _seg_sample(np.zeros((4, 4)), np.zeros((4, 4)), 'c.png')
+    metric.process({}, [s1, s2, s3])
+    res = metric.evaluate(3)
+    # pooled pixels: tp 14, fp 2, fn 5, tn 19 + 8 + 16 = 43 -> acc 57/64, F1 28/35 = 0.8
+    assert res['nuclei/pixel_acc'] == pytest.approx(57 / 64)
+    assert res['nuclei/pixel_f1'] == pytest.approx(0.8)
+    # means over images 1 and 2: Dice (11/15 + 1) / 2 = 13/15, AJI (10/17 + 1) / 2 = 27/34
+    assert res['nuclei/dice_obj'] == pytest.approx(13 / 15)
+    assert res['nuclei/aji'] == pytest.approx(27 / 34)
+    # pooled AJI: (10 + 4) / (17 + 4) = 2/3
+    assert res['nuclei/aji_pooled'] == pytest.approx(2 / 3)
+
+
+def test_nuclei_metric_post_processing_and_errors():
+    from mmseg.registry import METRICS
+    metric = METRICS.build(dict(type='NucleiMetric'))  # min_size 20
+    # GT: one 5x5 nucleus (25 px). Prediction: the same nucleus with a 1 px hole (filled by
+    # post-processing) plus a 2x2 speck (4 px < 20, removed) -> AJI = Dice_obj = 1, while
+    # the pixel scores see the raw map: tp 24, fp 4, fn 1 -> F1 = 48 / 53
+    gt = np.zeros((12, 12), int)
+    gt[1:6, 1:6] = 1
+    pred = gt.copy()
+    pred[3, 3] = 0
+    pred[9:11, 9:11] = 1
+    metric.process({}, [_seg_sample(gt, pred, 'a.png')])
+    res = metric.compute_metrics(metric.results)
+    assert res['aji'] == pytest.approx(1.0) and res['dice_obj'] == pytest.approx(1.0)
+    assert res['pixel_f1'] == pytest.approx(48 / 53)
+    with pytest.raises(ValueError, match='bad.png.*differ in shape'):
+        metric.process({}, [_seg_sample(gt, pred[:10], 'bad.png')])
+    s = _seg_sample(gt, pred, 'nogt.png')
+    del s['gt_sem_seg']
+    with pytest.raises(ValueError, match='nogt.png.*gt_sem_seg'):
+        metric.process({}, [s])
