@@ -14,6 +14,7 @@ train_pipeline = [
 # image coordinates, where CellDetectionMetric compares it with the (rescaled) predictions.
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale_factor=1.0),  # native resolution; sets scale_factor
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='LoadPointAnnotations'),
     dict(type='PackDetInputs',

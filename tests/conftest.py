@@ -1,0 +1,90 @@
+"""Shared fixtures: a tiny synthetic data set and tiny configs for the tool tests."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def tiny_synthetic(tmp_path_factory) -> str:
+    """A seeded synthetic data set of 64x64 tiles in both layouts (4 train, 2 val, 2 test)."""
+    from projects.common.synthetic import generate_dataset
+    root = str(tmp_path_factory.mktemp('synthetic'))
+    generate_dataset(root, num_train=4, num_val=2, num_test=2, size=(64, 64), seed=0)
+    return root
+
+
+def run_tool(args: list, cwd: str = REPO, env: dict = None, timeout: int = 600,
+             check: bool = True) -> subprocess.CompletedProcess:
+    """Run a repository tool with this interpreter; on failure show its output."""
+    full_env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=full_env, timeout=timeout,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(args)} exited {proc.returncode}\n'
+                             f'--- stdout ---\n{proc.stdout[-4000:]}\n'
+                             f'--- stderr ---\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+TINY_DET = '''
+_base_ = '{repo}/configs/baselines/faster-rcnn_r18-c32_fpn_2k_synthetic.py'
+data_root = '{data}/'
+model = dict(
+    backbone=dict(base_channels=8),
+    neck=dict(in_channels=[8, 16, 32, 64], out_channels=16),
+    rpn_head=dict(in_channels=16, feat_channels=16),
+    roi_head=dict(bbox_roi_extractor=dict(out_channels=16),
+                  bbox_head=dict(in_channels=16, fc_out_channels=32)),
+    train_cfg=dict(rpn=dict(sampler=dict(num=64)), rcnn=dict(sampler=dict(num=64))))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root))
+train_cfg = dict(max_iters=4, val_interval=4)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=3))
+'''
+
+# A deterministic U-Net (no dropout, no random augmentation) so that a resumed run can be
+# compared weight for weight with an uninterrupted one.
+TINY_SEG = '''
+_base_ = '{repo}/configs/baselines/unet-s5-d16_fcn_2k_synthetic-256x256.py'
+data_root = '{data}/'
+crop_size = (64, 64)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(base_channels=4, num_stages=3, strides=(1, 1, 1), enc_num_convs=(1, 1, 1),
+                  dec_num_convs=(1, 1), downsamples=(True, True), enc_dilations=(1, 1, 1),
+                  dec_dilations=(1, 1)),
+    decode_head=dict(in_channels=4, in_index=2, channels=4, dropout_ratio=0.0),
+    auxiliary_head=None)
+pipe = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=pipe))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root))
+train_cfg = dict(max_iters=4, val_interval=100)
+param_scheduler = [dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=4, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=3))
+'''
+
+
+def write_config(tmp_path, template: str, data: str, name: str) -> str:
+    path = osp.join(str(tmp_path), name)
+    with open(path, 'w') as f:
+        f.write(template.format(repo=REPO, data=data))
+    return path
