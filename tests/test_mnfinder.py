@@ -97,20 +97,26 @@ def test_convert_fixture(tmp_path, capsys):
     assert train['images'] == [dict(id=1, file_name='setA_1.png', height=64, width=64)]
     anns = train['annotations']
     assert [a['category_id'] for a in anns] == [1, 1, 1, 2, 2]
+    # continuous pixel coordinates: pixel (r, c) has its centre at (c + 0.5, r + 0.5), so a
+    # full rectangle's centroid is its box centre.
     # nucleus A lost pixel (14, 19) to the micronucleus: 119 px, box still cols 8-19 rows 5-14
-    # centroid x = (13.5 * 120 - 19) / 119 = 1601 / 119, y = (9.5 * 120 - 14) / 119 = 1126 / 119
+    # (x 8..20, y 5..15); full box centre (14, 10); removing the pixel centred at (19.5, 14.5):
+    # x = (14 * 120 - 19.5) / 119 = 1660.5 / 119, y = (10 * 120 - 14.5) / 119 = 1185.5 / 119
     a = anns[0]
     assert a['bbox'] == [8, 5, 12, 10] and a['area'] == 119
-    assert a['point'] == pytest.approx([1601 / 119, 1126 / 119], abs=1e-3)
-    # N2 blob 1 rows 30-33 cols 30-33: centre (31.5, 31.5); blob 2 rows 40-41 cols 50-52
-    assert anns[1]['bbox'] == [30, 30, 4, 4] and anns[1]['point'] == [31.5, 31.5]
-    assert anns[2]['bbox'] == [50, 40, 3, 2] and anns[2]['point'] == [51.0, 40.5]
-    assert anns[3]['bbox'] == [25, 5, 2, 2] and anns[3]['point'] == [25.5, 5.5]
-    assert anns[4]['bbox'] == [19, 14, 2, 2] and anns[4]['point'] == [19.5, 14.5]
+    assert a['point'] == pytest.approx([1660.5 / 119, 1185.5 / 119], abs=1e-3)
+    # N2 blob 1 rows 30-33 cols 30-33: box [30, 34) x [30, 34), centre (32, 32);
+    # blob 2 rows 40-41 cols 50-52: [50, 53) x [40, 42), centre (51.5, 41)
+    assert anns[1]['bbox'] == [30, 30, 4, 4] and anns[1]['point'] == [32.0, 32.0]
+    assert anns[2]['bbox'] == [50, 40, 3, 2] and anns[2]['point'] == [51.5, 41.0]
+    # micronuclei: rows 5-6 cols 25-26 -> (26, 6); rows 14-15 cols 19-20 -> (20, 15)
+    assert anns[3]['bbox'] == [25, 5, 2, 2] and anns[3]['point'] == [26.0, 6.0]
+    assert anns[4]['bbox'] == [19, 14, 2, 2] and anns[4]['point'] == [20.0, 15.0]
     assert all(a['iscrowd'] == 0 and a['image_id'] == 1 for a in anns)
 
     val = json.loads((out / 'annotations' / 'val.json').read_text())
-    assert [(a['bbox'], a['point']) for a in val['annotations']] == [([10, 10, 4, 3], [11.5, 11.0])]
+    # rows 10-12 cols 10-13: [10, 14) x [10, 13), centre (12, 11.5)
+    assert [(a['bbox'], a['point']) for a in val['annotations']] == [([10, 10, 4, 3], [12.0, 11.5])]
 
     # images: grey tif -> to_uint8 -> RGB (the white .png preview is not used)
     rgb = read_image(str(out / 'images' / 'setA_1.png'))
@@ -131,16 +137,16 @@ def test_convert_options(tmp_path, capsys):
     stats = mnf.convert(str(tmp_path / 'raw'), str(tmp_path / 'o1'), box_size=8,
                         progress=False)
     train = json.loads((tmp_path / 'o1' / 'annotations' / 'train.json').read_text())
-    b = train['annotations'][1]  # point (31.5, 31.5) -> 8x8 box from 27.5
-    assert b['bbox'] == [27.5, 27.5, 8, 8] and b['area'] == 64
+    b = train['annotations'][1]  # point (32, 32) -> 8x8 box from 32 - 4 = 28
+    assert b['bbox'] == [28, 28, 8, 8] and b['area'] == 64
     # --min-area 5: both 2x2 micronuclei (4 px) dropped, the 6 px blob kept; the nucleus
-    # then keeps all 120 px
+    # then keeps all 120 px: rows 5-14 cols 8-19, centroid = box centre (14, 10)
     stats = mnf.convert(str(tmp_path / 'raw'), str(tmp_path / 'o2'), min_area=5,
                         progress=False)
     assert stats['train'] == dict(images=1, nucleus=3, micronucleus=0, dropped_small=2,
                                   covered=0)
     a = json.loads((tmp_path / 'o2' / 'annotations' / 'train.json').read_text())['annotations']
-    assert a[0]['area'] == 120 and a[0]['point'] == [13.5, 9.5]
+    assert a[0]['area'] == 120 and a[0]['point'] == [14.0, 10.0]
     # --instances colour: N2's two blobs are one nucleus, both micronuclei one object
     stats = mnf.convert(str(tmp_path / 'raw'), str(tmp_path / 'o3'), split_components=False,
                         progress=False)

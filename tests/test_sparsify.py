@@ -8,8 +8,9 @@ import pytest
 
 from projects.common.io import (read_image, read_instance_map, read_points, write_image,
                                 write_instance_map, write_points)
-from projects.common.sparsify import (apply_keep_to_maps, assign_points_to_instances,
-                                      image_seed, instances_from_semantic, keep_count,
+from projects.common.instances import (assign_points_to_instances,
+                                       connected_components_per_class)
+from projects.common.sparsify import (apply_keep_to_maps, image_seed, keep_count,
                                       nested_subsets, one_per_patch, one_per_patch_keep,
                                       patch_starts, sparsify_label_maps, subset_coco)
 
@@ -196,22 +197,24 @@ def test_subset_coco_one_per_patch_and_errors():
 
 
 # ----------------------------------------------------------------- label maps
-def test_instances_from_semantic_and_point_assignment():
+def test_components_per_class_and_point_assignment():
     seg = np.array([[1, 1, 0, 0, 2],
                     [0, 0, 0, 0, 2],
                     [255, 0, 1, 1, 0],
                     [0, 0, 0, 1, 0]], np.uint8)
-    inst = instances_from_semantic(seg)
+    inst = connected_components_per_class(seg)
     # class 1: components {(0,0),(0,1)} and {(2,2),(2,3),(3,3)}; class 2: {(0,4),(1,4)};
-    # 255 is ignore, not an instance -> 3 instances
-    assert len(np.unique(inst[inst > 0])) == 3
-    assert inst[0, 0] == inst[0, 1] and inst[2, 2] == inst[3, 3] != inst[0, 0]
-    assert inst[2, 0] == 0
-    # point (x=0.5, y=0.2) -> pixel (0, 0): on the first instance; (x=2.0, y=1.0) ->
-    # pixel (1, 2) is background: nearest instance pixel (2, 2) at distance 1 (next:
-    # (0, 1) at sqrt(2), (1, 4) at 2)
-    ids = assign_points_to_instances(np.array([[0.5, 0.2], [2.0, 1.0]]), inst)
-    assert ids.tolist() == [inst[0, 0], inst[2, 2]]
+    # 255 is ignore, not an instance -> 3 instances, ids by class then raster order
+    assert inst.tolist() == [[1, 1, 0, 0, 3],
+                             [0, 0, 0, 0, 3],
+                             [0, 0, 2, 2, 0],
+                             [0, 0, 0, 2, 0]]
+    # point (x=0.5, y=0.2) -> pixel (floor 0.2, floor 0.5) = (0, 0): instance 1;
+    # (x=2.0, y=1.0) -> pixel (1, 2), background: nearest instance pixel (2, 2) at
+    # distance 1 (next: (0, 1) at sqrt(2), (1, 4) at 2) -> instance 2;
+    # (x=5.0, y=0.7) on the right border x == W -> last column, pixel (0, 4): instance 3
+    ids = assign_points_to_instances(np.array([[0.5, 0.2], [2.0, 1.0], [5.0, 0.7]]), inst)
+    assert ids.tolist() == [1, 2, 3]
 
 
 def test_apply_keep_and_sparsify_label_maps():
@@ -226,7 +229,10 @@ def test_apply_keep_and_sparsify_label_maps():
     # removed instances 1 and 3 -> background 0; ignore pixels untouched
     assert new_seg.tolist() == [[0, 0, 255, 1], [0, 0, 0, 1], [1, 0, 255, 0]]
 
-    pts = np.array([[0.5, 0.0], [3.0, 1.0], [1.5, 1.0], [0.0, 2.0]])  # on ids 1, 2, 3, 4
+    # centroids (pixel (r, c) centre = (c + 0.5, r + 0.5)): id 1 pixels (0,0),(0,1) ->
+    # (1.0, 0.5); id 2 (0,3),(1,3) -> (3.5, 1.0); id 3 (1,1),(1,2) -> (2.0, 1.5);
+    # id 4 (2,0) -> (0.5, 2.5)
+    pts = np.array([[1.0, 0.5], [3.5, 1.0], [2.0, 1.5], [0.5, 2.5]])
     s = image_seed(5, 'x.png')
     out = sparsify_label_maps(s, 'nested', 0.5, inst_map=inst, seg_map=seg, points=pts)
     keep_idx = nested_subsets(4, [0.5], s)[0.5]  # round(0.5 * 4) = 2 of ids [1, 2, 3, 4]
@@ -235,6 +241,26 @@ def test_apply_keep_and_sparsify_label_maps():
     assert set(np.unique(out['inst_map'])) - {0} == set(kept_ids.tolist())
     assert out['point_keep'].tolist() == [i in kept_ids for i in (1, 2, 3, 4)]
     assert np.array_equal(out['seg_map'] == 0, (seg == 0) | ~np.isin(inst, kept_ids) & (inst > 0))
+
+
+def test_one_per_patch_on_maps_uses_continuous_centroids():
+    # 10x30 map, patches of 10 px without overlap: columns [0, 10), [10, 20), [20, 30).
+    # id 1 = cols 9-10 -> centroid x = (9.5 + 10.5) / 2 = 10.0 -> patch 1 (under an
+    # integer-centre convention it would be 9.5 -> patch 0); id 2 = cols 10-12 -> x = 11.5
+    # -> patch 1; id 3 = cols 2-3 -> x = 3.0 -> patch 0, alone: always kept; exactly one
+    # of ids 1 and 2 is kept.
+    inst = np.zeros((10, 30), np.int32)
+    inst[4, 9:11] = 1
+    inst[6, 10:13] = 2
+    inst[5, 2:4] = 3
+    seen = set()
+    for seed in range(12):
+        out = sparsify_label_maps(seed, 'one_per_patch', inst_map=inst, patch_size=10,
+                                  overlap=0)
+        kept = tuple(out['kept_ids'].tolist())
+        assert kept in {(1, 3), (2, 3)}
+        seen.add(kept)
+    assert seen == {(1, 3), (2, 3)}
 
 
 # ----------------------------------------------------------------- the tool
@@ -272,7 +298,7 @@ def test_tool_seg(tmp_path):
     seg[19, 29] = 255
     from scipy import ndimage
     cents = np.asarray(ndimage.center_of_mass(np.ones(inst.shape), inst, range(10, 70, 10)))
-    pts = cents[:, ::-1]
+    pts = cents[:, ::-1] + 0.5  # (x, y) centroids in continuous pixel coordinates
     for name in ('t0', 't1'):
         write_image(str(root / 'img_dir' / 'train' / f'{name}.png'),
                     np.zeros((20, 30, 3), np.uint8))

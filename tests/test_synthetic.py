@@ -49,9 +49,10 @@ def test_outputs_agree_with_independent_references(mixed_tiles):
         np.testing.assert_array_equal(ids, np.arange(1, k + 1))
         assert t['points'].shape == (k, 2) and t['boxes'].shape == (k, 4)
         assert np.all((t['labels'] >= 0) & (t['labels'] < len(NUCLEUS_CLASSES)))
-        # centroid of the visible pixels, scipy (row, col) -> (x, y)
+        # centroid of the visible pixels in continuous pixel coordinates (pixel (r, c)
+        # covers [c, c+1) x [r, r+1)): scipy's (row, col) centre of mass + 0.5 -> (x, y)
         com = np.array(ndimage.center_of_mass(np.ones(inst.shape), inst, ids))
-        np.testing.assert_allclose(t['points'], com[:, ::-1], atol=1e-9)
+        np.testing.assert_allclose(t['points'], com[:, ::-1] + 0.5, atol=1e-9)
         for j in range(k):
             ys, xs = np.nonzero(inst == j + 1)  # brute-force pixel extent
             assert len(ys) >= 10  # min_pixels default
@@ -156,7 +157,7 @@ def test_class_mix_and_density_depend_on_region():
     # density x3 so that the sparse stroma holds a few dozen nuclei
     for t in [generate_tile(s, (256, 256), region_weights=MIXED, density=3.0) for s in (0, 1)]:
         pixels += np.bincount(t['region_map'].ravel(), minlength=len(REGION_CLASSES))
-        xy = np.floor(t['points']).astype(int)
+        xy = np.floor(t['points']).astype(int)  # the pixel holding each centroid
         reg = t['region_map'][xy[:, 1], xy[:, 0]]
         np.add.at(counts, (reg, t['labels']), 1)
     frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -278,8 +279,8 @@ def test_render_preview_outlines_by_class():
         # boundary: pixels of k with a 4-neighbour outside k (the image border does not count)
         ys, xs = np.nonzero((inst == k + 1) & ~ndimage.binary_erosion(inst == k + 1,
                                                                        border_value=1))
-        px, py = t['points'][k]
-        far = np.argmax((xs - px) ** 2 + (ys - py) ** 2)  # boundary pixel away from the dot
+        px, py = t['points'][k]  # pixel (r, c) has its centre at (c + 0.5, r + 0.5)
+        far = np.argmax((xs + 0.5 - px) ** 2 + (ys + 0.5 - py) ** 2)  # away from the dot
         assert tuple(right[ys[far], xs[far]]) == CLASS_COLOURS[NUCLEUS_CLASSES[lab]]
     # a pixel far from every nucleus is the unchanged image
     bg = np.argwhere(~ndimage.binary_dilation(inst > 0, iterations=3))[0]

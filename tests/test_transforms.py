@@ -195,7 +195,10 @@ def _seg_fixture(root, name='s1', inst=None, npy=False, points=None):
     write_instance_map(osp.join(root, 'inst_dir', 'train', name + ('.npy' if npy else '.png')),
                        inst)
     if points is None:
-        points = np.array([[6.0, 4.5], [16.0, 12.5], [27.0, 19.0]])
+        # centroids (continuous pixel coordinates: a rectangle's centroid is its box
+        # centre): rows 2-7 / cols 3-9 -> (3 + 10) / 2 = 6.5, (2 + 8) / 2 = 5.0;
+        # rows 10-15 / cols 12-20 -> (16.5, 13.0); rows 16-22 / cols 24-30 -> (27.5, 19.5)
+        points = np.array([[6.5, 5.0], [16.5, 13.0], [27.5, 19.5]])
     write_points(osp.join(root, 'points', 'train', name + '.csv'), points,
                  np.arange(len(points)))
     return inst, seg
@@ -270,7 +273,7 @@ def test_seg_load_points(tmp_path):
     _seg_fixture(str(tmp_path))
     info = _seg_info(tmp_path)
     res = Compose(LOAD_SEG + [dict(type='LoadPointAnnotations')])(copy.deepcopy(info))
-    assert res['gt_points'].tolist() == [[6.0, 4.5], [16.0, 12.5], [27.0, 19.0]]
+    assert res['gt_points'].tolist() == [[6.5, 5.0], [16.5, 13.0], [27.5, 19.5]]
     assert res['gt_points'].dtype == np.float32 and res['gt_point_labels'].dtype == np.int64
     assert res['gt_point_labels'].tolist() == [0, 1, 2]
     # after a flip that recorded no homography the points would be wrong: refuse
@@ -303,7 +306,7 @@ def test_seg_sparsify_in_pipeline_matches_tool(tmp_path):
     exp_seg = seg.copy()
     exp_seg[removed] = 0  # an unannotated cell looks like background; 255 stays
     assert np.array_equal(res['gt_seg_map'], exp_seg)
-    pts = np.array([[6.0, 4.5], [16.0, 12.5], [27.0, 19.0]])  # on 300, 1000, 65000
+    pts = np.array([[6.5, 5.0], [16.5, 13.0], [27.5, 19.5]])  # on 300, 1000, 65000
     assert res['gt_points'].tolist() == pts[np.isin(ids, kept_ids)].tolist()
     assert res['gt_point_labels'].tolist() == np.flatnonzero(np.isin(ids, kept_ids)).tolist()
     # same result as the tool's function, and on every call

@@ -14,4 +14,4 @@ model = dict(
     # nuclei are 6-30 px wide: 16 px anchors at stride 4 (mmdet's default is 32 px)
     rpn_head=dict(anchor_generator=dict(scales=[4])),
     roi_head=dict(bbox_head=dict(num_classes=4)),
-    test_cfg=dict(rcnn=dict(max_per_img=300)))
+    test_cfg=dict(rcnn=dict(max_per_img=500)))

@@ -133,7 +133,31 @@ def check_points_inside(points: np.ndarray, shape: tuple, source: str) -> None:
                          f'{w}x{h} image')
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where possible.
+
+    Linux >= 4.7 reports it in /proc/self/status; elsewhere it is read by setting and
+    immediately restoring it (``os.umask`` has no read-only form).
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    ``tempfile.mkstemp`` creates the file with mode 0600 and ``os.replace`` keeps it, so
+    the mode is set to what ``open`` would give a new file (0666 & ~umask) before the
+    rename.
+    """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     suffix = osp.splitext(path)[1]
@@ -141,6 +165,7 @@ def _atomic(path: str, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

@@ -16,7 +16,9 @@ subset does not depend on where the data lives, and not Python's ``hash``, which
 salted per process). The offline tool (``tools/sparsify_annotations.py``) and the
 pipeline transform (``SparsifyAnnotations``) therefore keep exactly the same instances.
 
-Everything here is plain numpy (+ scipy for label maps): no OpenMMLab import.
+Instance geometry (centroids, point -> instance lookup, components of a semantic map) comes
+from :mod:`projects.common.instances`. Everything here is plain numpy (+ scipy for label
+maps): no OpenMMLab import.
 """
 import copy
 import math
@@ -26,13 +28,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .instances import (assign_points_to_instances, connected_components_per_class,
+                        instance_geometry)
 from .io import check_points_inside
 
 __all__ = [
     'keep_count', 'nested_subsets', 'image_seed', 'patch_starts', 'one_per_patch',
-    'subset_coco', 'nested_coco', 'one_per_patch_keep', 'coco_points',
-    'instances_from_semantic', 'assign_points_to_instances', 'apply_keep_to_maps',
-    'instance_centroids', 'select_kept', 'sparsify_label_maps'
+    'subset_coco', 'nested_coco', 'one_per_patch_keep', 'coco_points', 'apply_keep_to_maps',
+    'select_kept', 'sparsify_label_maps'
 ]
 
 
@@ -115,7 +118,7 @@ def one_per_patch(points: np.ndarray,
     "exactly one per patch" is not always attainable.
 
     Args:
-        points: (N, 2) float (x, y) in pixels.
+        points: (N, 2) float (x, y), continuous pixel coordinates (docs/data_layout.md).
         image_shape: (H, W) of the image.
     Returns:
         sorted int64 indices of the kept points.
@@ -236,47 +239,6 @@ def one_per_patch_keep(patch_size: int = 500,
 # ---------------------------------------------------------------------- label maps
 
 
-def instances_from_semantic(seg_map: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """Instance map (int32) = 8-connected components of the foreground of a semantic map.
-
-    Foreground is every label other than 0 and ``ignore_index``. Components of different
-    classes are separate instances even when they touch. Used when no instance map is
-    available (touching nuclei of one class then merge into one instance).
-    """
-    from scipy import ndimage
-    inst = np.zeros(seg_map.shape, np.int32)
-    next_id = 0
-    for c in np.unique(seg_map):
-        if c == 0 or c == ignore_index:
-            continue
-        lab, n = ndimage.label(seg_map == c, structure=np.ones((3, 3), bool))
-        inst[lab > 0] = lab[lab > 0] + next_id
-        next_id += n
-    return inst
-
-
-def assign_points_to_instances(points: np.ndarray, inst_map: np.ndarray) -> np.ndarray:
-    """Instance id of each point: the id under it, else the nearest instance pixel's id.
-
-    A point is looked up at pixel (floor(y), floor(x)) (clipped to the image). A centroid
-    of a concave nucleus may fall on background: it then belongs to the nearest instance
-    (Euclidean distance transform). Returns 0 for every point when the map has no instance.
-    """
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    h, w = inst_map.shape
-    if len(points) == 0:
-        return np.zeros(0, np.int64)
-    c = np.clip(np.floor(points[:, 0]).astype(np.int64), 0, w - 1)
-    r = np.clip(np.floor(points[:, 1]).astype(np.int64), 0, h - 1)
-    ids = inst_map[r, c].astype(np.int64)
-    if (ids == 0).any() and inst_map.any():
-        from scipy import ndimage
-        _, (ri, ci) = ndimage.distance_transform_edt(inst_map == 0, return_indices=True)
-        miss = ids == 0
-        ids[miss] = inst_map[ri[r[miss], c[miss]], ci[r[miss], c[miss]]]
-    return ids
-
-
 def apply_keep_to_maps(keep_ids: np.ndarray,
                        inst_map: np.ndarray,
                        seg_map: Optional[np.ndarray] = None,
@@ -298,21 +260,6 @@ def apply_keep_to_maps(keep_ids: np.ndarray,
         seg = seg_map.copy()
         seg[removed] = background
     return inst, seg
-
-
-def instance_centroids(inst_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(K, 2) centroids (x, y) of the given instance ids: (mean column, mean row).
-
-    Pixel centres at integer coordinates, as ``scipy.ndimage.center_of_mass`` and
-    ``projects.common.synthetic`` (docs/data_layout.md: x = column).
-    """
-    from scipy import ndimage
-    ids = np.asarray(ids)
-    if len(ids) == 0:
-        return np.zeros((0, 2), np.float64)
-    rc = np.asarray(ndimage.center_of_mass(np.ones(inst_map.shape), inst_map, ids),
-                    np.float64).reshape(-1, 2)
-    return rc[:, ::-1].copy()
 
 
 def select_kept(mode: str,
@@ -350,11 +297,14 @@ def sparsify_label_maps(seed: int,
     """Sparsify the segmentation labels of one image (shared by transform and tool).
 
     Instances are the non-zero ids of ``inst_map`` in ascending order; without an
-    instance map, the 8-connected components of the semantic foreground
-    (:func:`instances_from_semantic`); without either, the points themselves. The kept
-    instances are :func:`select_kept` (one-per-patch positions: instance centroids). Removed
+    instance map, the 8-connected components of each class of the semantic map
+    (:func:`projects.common.instances.connected_components_per_class`); without either,
+    the points themselves. The kept instances are :func:`select_kept` (one-per-patch
+    positions: instance centroids, :func:`projects.common.instances.instance_geometry`,
+    continuous pixel coordinates as in docs/data_layout.md). Removed
     instances become 0 in the instance map and background (0) in the semantic map; a
-    point is kept iff its instance (:func:`assign_points_to_instances`) is kept.
+    point is kept iff its instance
+    (:func:`projects.common.instances.assign_points_to_instances`) is kept.
     ``seed`` is the image's seed (:func:`image_seed`).
 
     Returns a dict with ``inst_map`` / ``seg_map`` (None when not given), ``point_keep``
@@ -365,12 +315,10 @@ def sparsify_label_maps(seed: int,
     have_inst = inst_map is not None
     inst = inst_map
     if inst is None and seg_map is not None:
-        inst = instances_from_semantic(seg_map, ignore_index)
+        inst = connected_components_per_class(seg_map, ignore_index)
     if inst is not None:
-        ids = np.unique(inst)
-        ids = ids[ids > 0]
+        ids, pos, _ = instance_geometry(inst)
         shape = image_shape if image_shape is not None else inst.shape[:2]
-        pos = instance_centroids(inst, ids) if mode == 'one_per_patch' else None
         kept = select_kept(mode, len(ids), seed, fraction, pos, shape, patch_size, overlap)
         keep_ids = ids[kept]
         new_inst, new_seg = apply_keep_to_maps(keep_ids, inst, seg_map)

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
+from projects.common.instances import instance_geometry
 from projects.common.io import write_image, write_instance_map, write_json, write_points
 
 NUCLEUS_CLASSES: tuple = ('tumour', 'lymphocyte', 'stromal', 'mitosis')
@@ -411,9 +412,11 @@ def generate_tile(seed: int, size: tuple = (256, 256), **options) -> dict:
     is entry k-1 of every per-instance array; later nuclei overwrite earlier ones where
     they overlap; instances with fewer than ``min_pixels`` visible pixels are dropped);
     ``labels`` int64 (K,) indices into NUCLEUS_CLASSES; ``points`` float64 (K, 2) (x, y)
-    centroid of the visible pixels (pixel centres at integer coordinates, as
-    scipy.ndimage.center_of_mass); ``boxes`` float64 (K, 4) x1, y1, x2, y2 with
-    x2 = last column + 1 (so w = number of columns spanned > 0); ``semantic`` uint8
+    centroid of the visible pixels and ``boxes`` float64 (K, 4) x1, y1, x2, y2 with
+    x2 = last column + 1 (so w = number of columns spanned > 0), both from
+    :func:`projects.common.instances.instance_geometry` (continuous pixel coordinates:
+    pixel (r, c) covers [c, c+1) x [r, r+1), centroid = center_of_mass + 0.5, as in
+    docs/data_layout.md; the nuclei are rendered in the same frame); ``semantic`` uint8
     (inst_map > 0); ``region_map`` uint8 indices into REGION_CLASSES; and extras
     ``stain_matrix`` (3, 3) the jittered OD vectors (H, E, residual) and
     ``concentrations`` float32 (H, W, 3) such that without noise
@@ -586,7 +589,7 @@ def generate_tile(seed: int, size: tuple = (256, 256), **options) -> dict:
     lut[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
     inst_map = lut[inst_crop]
     labels = np.array([nuclei[i - 1].cls for i in old_ids], np.int64)
-    points, boxes = instance_geometry(inst_map, len(old_ids))
+    _, points, boxes = instance_geometry(inst_map, np.arange(1, len(old_ids) + 1))
     return dict(
         image=image,
         inst_map=inst_map,
@@ -598,25 +601,6 @@ def generate_tile(seed: int, size: tuple = (256, 256), **options) -> dict:
         stain_matrix=stains,
         concentrations=conc,
     )
-
-
-def instance_geometry(inst_map: np.ndarray,
-                      num: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Centroids (K, 2) (x, y) and tight boxes (K, 4) xyxy (x2 = last col + 1) of ids 1..K."""
-    if num is None:
-        num = int(inst_map.max(initial=0))
-    flat = inst_map.ravel()
-    count = np.bincount(flat, minlength=num + 1)[1:num + 1].astype(np.float64)
-    if np.any(count == 0):
-        raise ValueError(f'inst_map: instance ids must be contiguous 1..{num}; '
-                         f'missing {np.flatnonzero(count == 0)[:5] + 1}')
-    ys, xs = np.indices(inst_map.shape)
-    cy = np.bincount(flat, weights=ys.ravel(), minlength=num + 1)[1:num + 1] / count
-    cx = np.bincount(flat, weights=xs.ravel(), minlength=num + 1)[1:num + 1] / count
-    boxes = np.zeros((num, 4), np.float64)
-    for k, sl in enumerate(ndimage.find_objects(inst_map, max_label=num)):
-        boxes[k] = sl[1].start, sl[0].start, sl[1].stop, sl[0].stop
-    return np.stack([cx, cy], axis=1).reshape(num, 2), boxes
 
 
 # -------------------------------------------------------------------------- preview
@@ -658,7 +642,8 @@ def render_preview(tile: dict, zoom: int = 1, show_regions: bool = False) -> np.
     draw = ImageDraw.Draw(pil)
     rad = max(1, zoom)
     for (x, y), c in zip(np.asarray(tile['points']), labels):
-        px, py = (x + 0.5) * zoom - 0.5, (y + 0.5) * zoom - 0.5
+        # continuous (x, y) -> zoomed x * zoom; PIL addresses pixel centres at integers
+        px, py = x * zoom - 0.5, y * zoom - 0.5
         draw.ellipse([px - rad, py - rad, px + rad, py + rad],
                      fill=CLASS_COLOURS[NUCLEUS_CLASSES[c]], outline=(0, 0, 0))
     panels = [img, np.asarray(pil)]

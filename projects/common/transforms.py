@@ -19,6 +19,14 @@ Where the transforms go in a pipeline
   no homography) put it *before* geometric transforms (e.g. to build point labels with
   ``PointsToVoronoiLabel``); it raises if it sees a flipped / resized image without a
   homography, instead of returning misplaced points.
+
+Coordinates
+-----------
+Points are continuous pixel coordinates, the convention of mmdet's boxes
+(docs/data_layout.md): pixel (r, c) covers [c, c+1) x [r, r+1), a centroid is
+``center_of_mass + 0.5`` (:func:`projects.common.instances.instance_geometry`). So
+mmdet's homographies map points exactly like boxes: a horizontal flip x -> W - x, a
+resize x -> s * x, a crop x -> x - x0, with no half-pixel correction.
 """
 import os.path as osp
 from typing import Optional
@@ -75,8 +83,9 @@ def _original_shape(results: dict) -> tuple:
 
 @register(TRANSFORMS)
 class LoadPointAnnotations(BaseTransform):
-    """Load key points into ``results['gt_points']`` (float32 (N, 2), x, y) and
-    ``results['gt_point_labels']`` (int64 (N,)).
+    """Load key points into ``results['gt_points']`` (float32 (N, 2), x, y in continuous
+    pixel coordinates, see the module docstring) and ``results['gt_point_labels']``
+    (int64 (N,)).
 
     Sources: with ``from_instances=True`` and ``results['instances']`` present
     (detection, :class:`CellDetDataset`), each instance's ``'point'`` (else its box

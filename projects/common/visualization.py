@@ -28,7 +28,7 @@ def draw_cell_detections(image: np.ndarray, pred_boxes: np.ndarray, pred_scores:
     keep = np.asarray(pred_scores) >= score_thr
     boxes = np.asarray(pred_boxes).reshape(-1, 4)[keep]
     for ax in axes:
-        ax.imshow(image)
+        ax.imshow(image, extent=(0, w, h, 0))  # pixel c spans [c, c+1): data_layout.md
         ax.set_axis_off()
     axes[0].set_title('image', fontsize=9)
     for x0, y0, x1, y1 in boxes:

@@ -42,9 +42,11 @@ Choices (measured on the 33 images of mnfinder 1.2.3):
   micronuclei and vanish: "2 nuclei fully covered" in the summary), and 38 of the 2127
   micronucleus components have 1-3 px (103 have 4 px), so a threshold trades specks
   against real small micronuclei: choose it per experiment.
-- Points are centroids (mean column, mean row: pixel centres at integer coordinates, as
-  ``scipy.ndimage.center_of_mass``). Boxes are tight ([first col, first row, n cols,
-  n rows]) or, with ``--box-size N``, N x N boxes centred on the point.
+- Points are centroids and boxes are tight ([first col, first row, n cols, n rows]), both
+  from ``projects.common.instances.instance_geometry`` in MMHisto's continuous pixel
+  coordinates (docs/data_layout.md: pixel (r, c) covers [c, c+1) x [r, r+1), so a
+  centroid is (mean column + 0.5, mean row + 0.5) and a rectangle's centroid is its box
+  centre); with ``--box-size N``, N x N boxes centred on the point.
 
 Output (docs/data_layout.md): ``images/<set>_<name>.png`` (RGB uint8) and
 ``annotations/{train,val}.json`` (COCO, categories 1 nucleus, 2 micronucleus -> labels 0,
@@ -61,6 +63,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
+from projects.common.instances import instance_geometry
 from projects.common.io import (read_image, to_uint8, write_image, write_instance_map,
                                 write_json, write_points)
 
@@ -119,7 +122,8 @@ def convert_image(img_path: str, mask_paths: Tuple[str, str], min_area: int = 1,
     """Convert one image + its two masks.
 
     Returns ``image`` uint8 RGB, ``inst`` int32, ``sem`` uint8, ``objects`` (list of dicts
-    id, label, box xyxy (x2 = last col + 1), point (x, y), area), ``dropped_small``,
+    id, label, box xyxy (x2 = last col + 1), point (x, y) centroid (continuous pixel
+    coordinates, :func:`projects.common.instances.instance_geometry`), area), ``dropped_small``,
     ``covered`` (nuclei with no pixel left under micronuclei).
     """
     raw = read_image(img_path, channels=None)
@@ -150,19 +154,11 @@ def convert_image(img_path: str, mask_paths: Tuple[str, str], min_area: int = 1,
     sem[mn > 0] = 2
     present = np.unique(inst[inst > 0])
     covered = int(n_nuc - np.count_nonzero(present <= n_nuc))
-    objects = []
-    if len(present):
-        areas = np.bincount(inst.ravel())[present]
-        cents = np.asarray(ndimage.center_of_mass(np.ones((h, w)), inst, present),
-                           np.float64).reshape(-1, 2)
-        slices = ndimage.find_objects(inst)
-        for k, i in enumerate(present):
-            sl = slices[i - 1]
-            objects.append(dict(
-                id=int(i), label=0 if i <= n_nuc else 1,
-                box=[float(sl[1].start), float(sl[0].start), float(sl[1].stop),
-                     float(sl[0].stop)],
-                point=[float(cents[k, 1]), float(cents[k, 0])], area=int(areas[k])))
+    ids, points, boxes = instance_geometry(inst)  # = present, ascending
+    areas = np.bincount(inst.ravel())[ids]
+    objects = [dict(id=int(i), label=0 if i <= n_nuc else 1, box=boxes[k].tolist(),
+                    point=points[k].tolist(), area=int(areas[k]))
+               for k, i in enumerate(ids)]
     return dict(image=img, inst=inst, sem=sem, objects=objects, dropped_small=dropped,
                 covered=covered)
 

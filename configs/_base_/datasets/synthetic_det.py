@@ -64,5 +64,5 @@ test_dataloader = dict(
         pipeline=test_pipeline,
         backend_args=backend_args))
 # Point matching within 8 px (about a nucleus radius at this scale), IoU matching, COCO AP.
-val_evaluator = dict(type='CellDetectionMetric', radius=8.0, score_thr=0.5)
+val_evaluator = dict(type='CellDetectionMetric', radius=8.0, score_thr=0.5, max_per_img=500)
 test_evaluator = val_evaluator
