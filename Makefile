@@ -1,12 +1,12 @@
 # MMHisto: the two commands (see README.md)
 #   make demo   set up (if needed), train a cell detector on synthetic H&E, evaluate, draw
 #   make test   set up (if needed), run the test suite
-# Variables: TORCH_SPEC (CUDA users), DEMO_ITERS, PYTEST_ARGS.
+# Variables: TORCH_SPEC / TORCH_INDEX_URL (CUDA users), DEMO_ITERS (default 600), PYTEST_ARGS.
 SHELL := /bin/bash
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
-DEMO_CONFIG := configs/baselines/faster-rcnn_r18-c32_fpn_2k_synthetic.py
+DEMO_CONFIG := configs/baselines/faster-rcnn_r18-c32_fpn_demo_synthetic.py
 DEMO_DIR := work_dirs/demo
-DEMO_ITERS ?= 2000
+DEMO_ITERS ?= 600
 DATA := data/synthetic
 
 .PHONY: setup demo test data clean-demo
@@ -22,7 +22,8 @@ data: setup
 
 demo: data
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) \
-	  --cfg-options train_cfg.max_iters=$(DEMO_ITERS)
+	  --cfg-options train_cfg.max_iters=$(DEMO_ITERS) train_cfg.val_interval=$(DEMO_ITERS) \
+	  default_hooks.checkpoint.interval=$(DEMO_ITERS)
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)
 	$(PY) tools/analysis_tools/draw_detections.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth \
 	  --split test --index 0 --out $(DEMO_DIR)/demo_predictions.png

@@ -25,7 +25,6 @@ their points are removed (a point belongs to the instance under it, else the nea
 img_dir is unchanged: point your config's data_prefix at the new folders.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -33,8 +32,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from projects.common.io import (read_image, read_instance_map, read_points, write_image,
-                                write_instance_map, write_json, write_points)
+from projects.common.io import (read_coco, read_image, read_instance_map, read_points,
+                                write_image, write_instance_map, write_json, write_points)
 from projects.common.sparsify import (image_seed, nested_subsets, one_per_patch_keep,
                                       sparsify_label_maps, subset_coco)
 
@@ -46,24 +45,11 @@ def variant_suffix(fraction: Optional[float]) -> str:
     return f'_{round(fraction * 100, 6):g}pct'
 
 
-def _read_coco(path: str) -> dict:
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: annotation file not found')
-    try:
-        with open(path) as f:
-            coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path}: not valid JSON ({err})') from err
-    if not isinstance(coco, dict) or not coco.get('images'):
-        raise ValueError(f'{path}: no "images" (an empty or non-COCO annotation file)')
-    return coco
-
-
 def sparsify_coco_file(ann_file: str, out_dir: str, fractions: List[float], seed: int,
                        one_per_patch: bool = False, patch_size: int = 500,
                        overlap: int = 100) -> Dict[str, int]:
     """Write the variants of one COCO file; returns output path -> kept annotation count."""
-    coco = _read_coco(ann_file)
+    coco = read_coco(ann_file)
     stem = osp.splitext(osp.basename(ann_file))[0]
     total = len(coco.get('annotations', []))
     variants = [(f, dict(fraction=f)) for f in fractions]

@@ -6,36 +6,27 @@ Same command line as MMDetection's ``tools/test.py``::
                          [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import projects  # noqa: F401  (registers MMHisto components, torch.load fix)
-from projects.common.runner_utils import config_scope, load_config, setup_cpu_distributed
+from projects.common.runner_utils import (add_common_args, config_scope, load_config,
+                                         parse_args_with_rank, setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model (MMHisto)')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump predictions to a pickle file (.pkl)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save images with predictions drawn, in this '
                         'directory (relative to the timestamped work-dir run folder)')
     parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.batch_size=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parse_args_with_rank(parser)
 
 
 def enable_visualization(cfg, scope: str, show: bool, show_dir: str, wait_time: float) -> None:

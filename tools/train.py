@@ -6,21 +6,19 @@ Same command line as MMDetection's ``tools/train.py``::
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import projects  # noqa: F401  (registers MMHisto components, torch.load fix)
-from projects.common.runner_utils import load_config, setup_cpu_distributed
+from projects.common.runner_utils import (add_common_args, load_config, parse_args_with_rank,
+                                         setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model (MMHisto)')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real batch size')
@@ -28,17 +26,8 @@ def parse_args() -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or from the latest one in the work dir '
         'when no path is given')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. train_cfg.max_iters=10 '
-        "model.backbone.depth=101 'key=[a,b]'")
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parse_args_with_rank(parser)
 
 
 def main() -> None:

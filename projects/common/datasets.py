@@ -4,7 +4,6 @@ Layouts: ``docs/data_layout.md``. Both classes check their input when they are b
 raise errors that name the annotation file / folder and the offending image or
 annotation id; nothing is dropped silently.
 """
-import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -12,6 +11,7 @@ from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 
+from .io import read_coco
 from .registry import DET_DATASETS, SEG_DATASETS, register
 
 __all__ = ['CellDetDataset', 'NucleiSegDataset']
@@ -85,17 +85,7 @@ class CellDetDataset(CocoDataset):
         src = self.ann_file
         if not src:
             raise ValueError(f'{type(self).__name__}: ann_file is empty')
-        if not osp.isfile(src):
-            raise FileNotFoundError(f'{src}: annotation file not found')
-        if osp.getsize(src) == 0:
-            raise ValueError(f'{src}: annotation file is empty')
-        try:
-            with open(src) as f:
-                raw = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f'{src}: not valid JSON ({err})') from err
-        if not isinstance(raw, dict) or not raw.get('images'):
-            raise ValueError(f'{src}: no "images" (an empty or non-COCO annotation file)')
+        raw = read_coco(src)
         self._raw_json = raw
         return raw
 

@@ -214,3 +214,19 @@ def write_json(path: str, obj) -> None:
             json.dump(obj, f)
 
     _atomic(path, write)
+
+
+def read_coco(path: str) -> dict:
+    """Read a COCO annotation file; errors name the file (missing, empty, invalid, no images)."""
+    import json
+    _check_exists(path, 'annotation')
+    if osp.getsize(path) == 0:
+        raise ValueError(f'{path}: annotation file is empty')
+    try:
+        with open(path) as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path}: not valid JSON ({err})') from err
+    if not isinstance(coco, dict) or not coco.get('images'):
+        raise ValueError(f'{path}: no "images" (an empty or non-COCO annotation file)')
+    return coco

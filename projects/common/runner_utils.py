@@ -1,10 +1,31 @@
 """Helpers shared by ``tools/train.py`` and ``tools/test.py`` (config handling, CPU DDP)."""
+import argparse
 import os
 import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The options train.py and test.py share with mmdet's tools."""
+    parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and metrics')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=10 '
+        "model.backbone.depth=101 'key=[a,b]'")
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_args_with_rank(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and export LOCAL_RANK for launchers that pass --local-rank instead."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None,

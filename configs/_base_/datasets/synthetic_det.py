@@ -21,48 +21,36 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
                     'gt_points'))
 ]
+
+
+def _dataset(split, pipeline, test_mode):
+    return dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file=f'annotations/{split}.json',
+        data_prefix=dict(img='images/'),
+        test_mode=test_mode,
+        pipeline=pipeline,
+        backend_args=backend_args)
+
+
 train_dataloader = dict(
     batch_size=4,
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/train.json',
-        data_prefix=dict(img='images/'),
-        filter_cfg=dict(filter_empty_gt=False),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+    # images without annotation are kept: they are unlabeled data, not junk
+    dataset=dict(_dataset('train', train_pipeline, False),
+                 filter_cfg=dict(filter_empty_gt=False)))
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/val.json',
-        data_prefix=dict(img='images/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/test.json',
-        data_prefix=dict(img='images/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+    dataset=_dataset('val', test_pipeline, True))
+test_dataloader = dict(val_dataloader, dataset=_dataset('test', test_pipeline, True))
 # Point matching within 8 px (about a nucleus radius at this scale), IoU matching, COCO AP.
 val_evaluator = dict(type='CellDetectionMetric', radius=8.0, score_thr=0.5, max_per_img=500)
 test_evaluator = val_evaluator

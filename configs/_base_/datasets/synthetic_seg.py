@@ -44,12 +44,7 @@ val_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=_split('val', test_pipeline, True))
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=_split('test', test_pipeline, True))
+test_dataloader = dict(val_dataloader, dataset=_split('test', test_pipeline, True))
 val_evaluator = [
     dict(type='IoUMetric', iou_metrics=['mIoU', 'mDice']),
     dict(type='NucleiMetric', min_size=10),
