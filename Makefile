@@ -27,7 +27,9 @@ demo: data
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)
 	$(PY) tools/analysis_tools/draw_detections.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth \
 	  --split test --index 0 --out $(DEMO_DIR)/demo_predictions.png
-	@echo "[mmhisto] picture of the predictions: $(DEMO_DIR)/demo_predictions.png"
+	$(PY) tools/analysis_tools/plot_training.py $(DEMO_DIR) --out $(DEMO_DIR)/training_curves.png
+	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_predictions.png (predictions over a test tile)," \
+	  "$(DEMO_DIR)/training_curves.png (losses)"
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,19 @@ def test_train_then_test_detector(tmp_path, tiny_synthetic):
         {osp.basename(p) for p in glob.glob(osp.join(tiny_synthetic, 'img_dir', 'test', '*'))}
     drawn = glob.glob(osp.join(test_dir, '*', 'vis', '*.png'))
     assert len(drawn) == 2
+
+    # the demo's picture tool: TP + FN is the number of annotated cells of that image
+    pic = str(tmp_path / 'pic.png')
+    proc = run_tool(['tools/analysis_tools/draw_detections.py', cfg,
+                     osp.join(work, 'iter_4.pth'), '--split', 'test', '--index', '1',
+                     '--score-thr', '0.0', '--out', pic])
+    match = re.search(r'(\S+\.png): TP (\d+), FP (\d+), FN (\d+)', proc.stdout)
+    name, tp, fp, fn = match.group(1), *map(int, match.groups()[1:])
+    with open(osp.join(tiny_synthetic, 'annotations', 'test.json')) as f:
+        coco = json.load(f)
+    img_id = next(im['id'] for im in coco['images'] if im['file_name'].endswith(name))
+    assert tp + fn == sum(a['image_id'] == img_id for a in coco['annotations'])
+    assert osp.getsize(pic) > 0
 
 
 def _state(path: str) -> dict:

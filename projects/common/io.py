@@ -151,7 +151,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _atomic(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     ``tempfile.mkstemp`` creates the file with mode 0600 and ``os.replace`` keeps it, so
@@ -177,15 +177,15 @@ def write_image(path: str, arr: np.ndarray) -> None:
     """Write a uint8/uint16 image (PNG, TIFF or JPEG by extension), atomically."""
     if path.lower().endswith(('.tif', '.tiff')):
         import tifffile
-        _atomic(path, lambda tmp: tifffile.imwrite(tmp, arr))
+        atomic_write(path, lambda tmp: tifffile.imwrite(tmp, arr))
     else:
-        _atomic(path, lambda tmp: Image.fromarray(arr).save(tmp))
+        atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp))
 
 
 def write_instance_map(path: str, inst: np.ndarray) -> None:
     """Write an instance map as uint16 PNG (or .npy int32 if ids exceed 65535)."""
     if path.endswith('.npy'):
-        _atomic(path, lambda tmp: np.save(tmp, inst.astype(np.int32)))
+        atomic_write(path, lambda tmp: np.save(tmp, inst.astype(np.int32)))
         return
     if inst.max(initial=0) > 65535:
         raise ValueError(f'{path}: {inst.max()} instance ids do not fit a uint16 PNG; use .npy')
@@ -202,7 +202,7 @@ def write_points(path: str, points: np.ndarray, labels: Optional[np.ndarray] = N
         with open(tmp, 'w') as f:
             f.write('\n'.join(lines) + '\n')
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def write_json(path: str, obj) -> None:
@@ -213,7 +213,7 @@ def write_json(path: str, obj) -> None:
         with open(tmp, 'w') as f:
             json.dump(obj, f)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def read_coco(path: str) -> dict:
