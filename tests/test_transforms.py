@@ -318,7 +318,8 @@ def test_seg_sparsify_in_pipeline_matches_tool(tmp_path):
 def test_transforms_registered_in_both_scopes():
     from mmdet.registry import TRANSFORMS as DET
     from mmseg.registry import TRANSFORMS as SEG
-    for name in ('LoadPointAnnotations', 'LoadInstanceAnnotations', 'SparsifyAnnotations'):
+    for name in ('LoadPointAnnotations', 'LoadInstanceAnnotations', 'SparsifyAnnotations',
+                 'StrictLoadImageFromFile'):
         assert DET.get(name) is SEG.get(name) is not None
     with pytest.raises(ValueError, match='fraction'):
         DET.build(dict(type='SparsifyAnnotations', fraction=0.0))
@@ -342,3 +343,200 @@ def test_sparsify_plain_arrays_and_tensors():
     with pytest.raises(ValueError, match=r'p\.png: results\["gt_bboxes_labels"\] has 4'):
         t(dict(img_path='p.png', height=10, width=10, gt_bboxes=boxes,
                gt_bboxes_labels=np.arange(4)))
+
+
+# ----------------------------------------------------------------- StrictLoadImageFromFile
+def _strict(**kwargs):
+    from mmdet.registry import TRANSFORMS
+    init_default_scope('mmdet')
+    return TRANSFORMS.build(dict(type='StrictLoadImageFromFile', **kwargs))
+
+
+def _mmcv_load(path, **kwargs):
+    from mmcv.transforms import LoadImageFromFile
+    return LoadImageFromFile(**kwargs)(dict(img_path=path))['img']
+
+
+def _rgb(h=20, w=30, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+
+
+def test_strict_loader_identical_to_mmcv_on_ordinary_files(tmp_path):
+    from PIL import Image
+    rgb = _rgb()
+    png, jpg, grey = (str(tmp_path / n) for n in ('a.png', 'a.jpg', 'g.png'))
+    write_image(png, rgb)
+    Image.fromarray(rgb).save(jpg, quality=90)
+    write_image(grey, rgb[..., 1])
+    for path in (png, jpg, grey):
+        for kwargs in (dict(), dict(to_float32=True), dict(color_type='grayscale'),
+                       dict(imdecode_backend='pillow')):
+            res = _strict(**kwargs)(dict(img_path=path))
+            ref = _mmcv_load(path, **kwargs)
+            assert res['img'].dtype == ref.dtype and np.array_equal(res['img'], ref), \
+                (path, kwargs)
+            assert res['img_shape'] == res['ori_shape'] == ref.shape[:2]
+    # the PNG really is read as BGR: channel 0 = blue = rgb[..., 2]
+    assert np.array_equal(_strict()(dict(img_path=png))['img'], rgb[..., ::-1])
+    # grey PNG: 3 identical channels equal to the stored grey values
+    g = _strict()(dict(img_path=grey))['img']
+    assert g.shape == (20, 30, 3)
+    assert all(np.array_equal(g[..., c], rgb[..., 1]) for c in range(3))
+    # color_type='grayscale' keeps a grey image single-channel, values unchanged
+    assert np.array_equal(_strict(color_type='grayscale')(dict(img_path=grey))['img'],
+                          rgb[..., 1])
+
+
+def test_strict_loader_exif_orientation_like_mmcv(tmp_path):
+    from PIL import Image
+    rgb = _rgb(4, 6)
+    for o in range(1, 9):  # all eight EXIF orientations, OpenCV and Pillow decoders
+        im = Image.fromarray(rgb)
+        exif = im.getexif()
+        exif[274] = o
+        path = str(tmp_path / f'o{o}.png')
+        im.save(path, exif=exif.tobytes())
+        for backend in ('cv2', 'pillow'):
+            ref = _mmcv_load(path, imdecode_backend=backend)
+            res = _strict(imdecode_backend=backend)(dict(img_path=path))['img']
+            assert np.array_equal(res, ref), (o, backend)
+        # orientation 6 = rotate 90 degrees clockwise: a 4x6 image becomes 6x4 with the
+        # first column (top to bottom) = the original bottom row (left to right)
+        if o == 6:
+            assert res.shape == (6, 4, 3)
+            assert np.array_equal(res[:, 0], rgb[-1, :, ::-1])
+
+
+def test_strict_loader_corrupt_files(tmp_path):
+    bad = tmp_path / 'garbage.png'
+    bad.write_bytes(b'this is not an image')
+    with pytest.raises(ValueError, match=r'garbage\.png: corrupt or unreadable image \(20 bytes; '
+                       r'not a recognised image format\)'):
+        _strict()(dict(img_path=str(bad)))
+    full = str(tmp_path / 'full.png')
+    write_image(full, _rgb(40, 40))
+    data = open(full, 'rb').read()
+    (tmp_path / 'trunc.png').write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r'trunc\.png: corrupt or unreadable image'):
+        _strict()(dict(img_path=str(tmp_path / 'trunc.png')))
+    (tmp_path / 'empty.png').write_bytes(b'')
+    with pytest.raises(ValueError, match=r'empty\.png: corrupt or unreadable image \(the file '
+                       r'is empty'):
+        _strict()(dict(img_path=str(tmp_path / 'empty.png')))
+    with pytest.raises(FileNotFoundError, match=r'missing\.png: image file not found'):
+        _strict()(dict(img_path=str(tmp_path / 'missing.png')))
+    # ignore_empty: a missing or empty file gives None (mmcv's meaning), a corrupt one raises
+    assert _strict(ignore_empty=True)(dict(img_path=str(tmp_path / 'missing.png'))) is None
+    assert _strict(ignore_empty=True)(dict(img_path=str(tmp_path / 'empty.png'))) is None
+    with pytest.raises(ValueError, match=r'trunc\.png: corrupt'):
+        _strict(ignore_empty=True)(dict(img_path=str(tmp_path / 'trunc.png')))
+
+
+def test_strict_loader_channels(tmp_path):
+    import tifffile
+    rgb = _rgb()
+    rgba = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])
+    path = str(tmp_path / 'rgba.png')
+    write_image(path, rgba)
+    with pytest.raises(ValueError, match=r'rgba\.png: image has 4 channels \(shape \(20, 30, 4\)\)'
+                       r'.*drop_alpha=True'):
+        _strict()(dict(img_path=path))
+    # fully opaque alpha + drop_alpha: exactly the RGB image (as BGR)
+    assert np.array_equal(_strict(drop_alpha=True)(dict(img_path=path))['img'], rgb[..., ::-1])
+    rgba[3, 4, 3] = 128  # one half-transparent pixel
+    write_image(path, rgba)
+    with pytest.raises(ValueError, match=r'rgba\.png: RGBA image .* not fully opaque \(1 of 600 '
+                       r'pixels'):
+        _strict(drop_alpha=True)(dict(img_path=path))
+    # 2-channel TIFF (OpenCV would silently return only the first channel)
+    two = str(tmp_path / 'two.tif')
+    tifffile.imwrite(two, np.zeros((5, 6, 2), np.uint8), photometric='minisblack',
+                     planarconfig='contig')
+    with pytest.raises(ValueError, match=r'two\.tif: image has 2 channels \(shape \(5, 6, 2\)\)'):
+        _strict()(dict(img_path=two))
+    # a multi-page stack is refused too (OpenCV reads the first page only)
+    stack = str(tmp_path / 'stack.tif')
+    tifffile.imwrite(stack, np.zeros((4, 5, 6), np.uint16), photometric='minisblack')
+    with pytest.raises(ValueError, match=r'stack\.tif: TIFF holds an image stack of shape '
+                       r'\(4, 5, 6\)'):
+        _strict()(dict(img_path=stack))
+
+
+def test_strict_loader_rescales_16bit(tmp_path):
+    import tifffile
+    img = np.arange(10000, dtype=np.uint16).reshape(100, 100)
+    path = str(tmp_path / 'u16.tif')
+    tifffile.imwrite(path, img)
+    out = _strict()(dict(img_path=path))['img']
+    assert out.dtype == np.uint8 and out.shape == (100, 100, 3)
+    # percentiles of 0..9999 with linear interpolation: 0.5% at 0.005 * 9999 = 49.995,
+    # 99.5% at 0.995 * 9999 = 9949.005 -> v maps to floor((v - 49.995) / 9899.01 * 255 + 0.5)
+    lo, hi = 49.995, 9949.005
+    assert out[0, 0, 0] == 0 and out[0, 49, 0] == 0          # below the low percentile
+    assert out[50, 0, 0] == 128                               # 4950.005 / 9899.01 * 255 = 127.51
+    assert out[99, 49, 0] == 255 and out[99, 99, 0] == 255    # 9949: 254.9999 -> 255
+    exp = np.floor(np.clip((img - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(out[..., 0], exp)
+    assert np.array_equal(out[..., 1], exp) and np.array_equal(out[..., 2], exp)
+    # mmcv's loader would divide by 256 instead: 5000 -> 19, a much darker image
+    assert _mmcv_load(path)[50, 0, 0] == 5000 // 256
+    with pytest.raises(ValueError, match=r'u16\.tif: uint16 image \(values 0\.\.9999\); expected '
+                       r'8-bit pixels\. Set rescale_16bit=True'):
+        _strict(rescale_16bit=False)(dict(img_path=path))
+    fpath = str(tmp_path / 'f.tif')
+    tifffile.imwrite(fpath, np.full((4, 4), 0.5, np.float32))
+    with pytest.raises(ValueError, match=r'f\.tif: floating-point image'):
+        _strict()(dict(img_path=fpath))
+
+
+def test_strict_loader_checks_dataset_size(tmp_path):
+    path = str(tmp_path / 'a.png')
+    write_image(path, _rgb(20, 30))
+    res = _strict()(dict(img_path=path, height=20, width=30))
+    assert res['img_shape'] == (20, 30)
+    with pytest.raises(ValueError, match=r'a\.png: the image is 30x20 \(width x height\) but the '
+                       r'dataset says 40x20'):
+        _strict()(dict(img_path=path, height=20, width=40))
+    assert _strict(check_size=False)(dict(img_path=path, height=20, width=40))['img'].shape == \
+        (20, 30, 3)
+
+
+def test_strict_loader_in_config_datasets_names_corrupt_file(tmp_path):
+    """End to end: the synthetic configs' train pipelines, a corrupt image, dataset[i]."""
+    from mmdet.registry import DATASETS as DET_DATASETS
+    from mmengine.config import Config
+    from mmseg.registry import DATASETS as SEG_DATASETS
+
+    from projects.common.synthetic import generate_dataset
+    root = str(tmp_path)
+    generate_dataset(root, 2, 1, 1, size=(64, 64))
+    here = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+    cfg = Config.fromfile(osp.join(here, 'configs/_base_/datasets/synthetic_det.py'))
+    assert cfg.train_pipeline[0]['type'] == 'StrictLoadImageFromFile'
+    init_default_scope('mmdet')
+    ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset.to_dict())
+    ds_cfg['data_root'] = root
+    ds = DET_DATASETS.build(ds_cfg)
+    assert not ds.test_mode  # training mode: a None would be replaced by another sample
+    names = [osp.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
+    bad = names.index('train_0001.png')
+    assert ds[1 - bad]['inputs'].shape == (3, 64, 64)
+    with open(osp.join(root, 'images', 'train_0001.png'), 'wb') as f:
+        f.write(b'\x89PNG garbage')
+    # the exception propagates out of BaseDataset.__getitem__ (no silent re-draw)
+    with pytest.raises(ValueError, match=r'images/train_0001\.png: corrupt or unreadable'):
+        ds[bad]
+
+    cfg = Config.fromfile(osp.join(here, 'configs/_base_/datasets/synthetic_seg.py'))
+    init_default_scope('mmseg')
+    ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset.to_dict())
+    ds_cfg['data_root'] = root
+    ds = SEG_DATASETS.build(ds_cfg)
+    names = [osp.basename(ds.get_data_info(i)['img_path']) for i in range(len(ds))]
+    bad = names.index('train_0000.png')
+    with open(osp.join(root, 'img_dir', 'train', 'train_0000.png'), 'wb') as f:
+        f.write(b'')
+    with pytest.raises(ValueError, match=r'img_dir/train/train_0000\.png: corrupt or unreadable '
+                       r'image \(the file is empty'):
+        ds[bad]

@@ -1,10 +1,14 @@
-"""Loading transforms for points and instance maps, and the sparse-label simulator.
+"""Loading transforms for images, points and instance maps, and the sparse-label simulator.
 
 All are :class:`mmcv.transforms.BaseTransform` subclasses registered in both mmdet's and
 mmseg's TRANSFORMS, so the same names work in detection and segmentation pipelines.
 
 Where the transforms go in a pipeline
 -------------------------------------
+- ``StrictLoadImageFromFile`` replaces mmcv's ``LoadImageFromFile`` as the first step:
+  same output for ordinary 8-bit grey / RGB files, but a clear ValueError naming the
+  file for corrupt, RGBA, multi-channel or wrongly sized images instead of a bare
+  ``assert`` or a silent conversion.
 - ``LoadInstanceAnnotations`` right after the image / semantic-map loading: it appends
   ``'gt_instance_map'`` to ``results['seg_fields']``, so mmseg's RandomFlip / RandomCrop /
   Resize move it together with ``gt_seg_map`` (nearest-neighbour, exact ids).
@@ -28,17 +32,19 @@ Points are continuous pixel coordinates, the convention of mmdet's boxes
 mmdet's homographies map points exactly like boxes: a horizontal flip x -> W - x, a
 resize x -> s * x, a crop x -> x - x0, with no half-pixel correction.
 """
+import io
 import os.path as osp
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
-from mmcv.transforms import BaseTransform
+from mmcv.transforms import BaseTransform, LoadImageFromFile
 
-from .io import check_points_inside, read_instance_map, read_points
+from .io import check_points_inside, read_instance_map, read_points, to_uint8
 from .registry import TRANSFORMS, register
 from .sparsify import image_seed, select_kept, sparsify_label_maps
 
-__all__ = ['LoadPointAnnotations', 'LoadInstanceAnnotations', 'SparsifyAnnotations']
+__all__ = ['StrictLoadImageFromFile', 'LoadPointAnnotations', 'LoadInstanceAnnotations',
+           'SparsifyAnnotations']
 
 
 def _box_array(boxes) -> np.ndarray:
@@ -365,3 +371,373 @@ class SparsifyAnnotations(BaseTransform):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(fraction={self.fraction}, mode={self.mode!r}, '
                 f'seed={self.seed}, patch_size={self.patch_size}, overlap={self.overlap})')
+
+
+# ----------------------------------------------------------------- image loading
+_TIFF_MAGIC = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')
+_COLOR_TYPES = ('color', 'grayscale', 'unchanged', 'color_ignore_orientation',
+                'grayscale_ignore_orientation')
+_ORIENTATION_TAG = 274  # EXIF / TIFF "Orientation"
+
+
+def _channel_message(filename: str, shape: tuple, channels: int) -> str:
+    """The error for an image that is neither grey nor RGB, with a hint on what to do."""
+    if channels == 2:
+        hint = ('grey + alpha, or two separate channels: save one grey channel or an RGB '
+                'image')
+    elif channels == 4:
+        hint = ('RGBA (or grey + alpha): save it as RGB, or set drop_alpha=True to accept '
+                'images whose alpha channel is fully opaque')
+    else:
+        hint = ('a multi-channel stack (e.g. fluorescence channels): select or merge the '
+                'channels into one grey or RGB image')
+    return (f'{filename}: image has {channels} channels (shape {tuple(shape)}); expected 1 '
+            f'(grey) or 3 (RGB). It looks like {hint}')
+
+
+def _bgr_order(arr: np.ndarray) -> np.ndarray:
+    """RGB[A...] -> BGR[A...] for arrays with >= 3 channels (a copy); others unchanged."""
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        return arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
+    return arr
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate / flip (H, W[, C]) as the EXIF / TIFF Orientation tag asks (EXIF 2.32,
+    tag 274; what OpenCV's IMREAD_COLOR and Pillow's ``exif_transpose`` do)."""
+    if orientation == 2:  # mirrored horizontally
+        return img[:, ::-1]
+    if orientation == 3:  # rotated 180
+        return img[::-1, ::-1]
+    if orientation == 4:  # mirrored vertically
+        return img[::-1]
+    if orientation == 5:  # transpose (flip along the main diagonal)
+        return img.swapaxes(0, 1)
+    if orientation == 6:  # rotate 90 clockwise
+        return np.rot90(img, -1)
+    if orientation == 7:  # transverse (flip along the anti-diagonal)
+        return img.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:  # rotate 90 counter-clockwise
+        return np.rot90(img, 1)
+    return img
+
+
+def _exif_orientation(content: bytes) -> int:
+    """EXIF orientation of a JPEG / PNG / WebP file (1 when it has no EXIF block)."""
+    if not any(tag in content for tag in (b'Exif', b'eXIf', b'EXIF')):
+        return 1  # cheap test first: reading a PNG's EXIF with Pillow decodes the image
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(content)) as im:
+            value = int(im.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # an EXIF block that cannot be parsed is ignored by OpenCV too
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _inspect_tiff(content: bytes, filename: str) -> int:
+    """Check a TIFF header (one 2-D image, 1 / 3 / 4 samples); return its orientation.
+
+    Needed because OpenCV silently reads only the first page of a stack and only the
+    first sample of a 2-sample image.
+    """
+    import tifffile
+    try:
+        with tifffile.TiffFile(io.BytesIO(content)) as tif:
+            series = tif.series[0]
+            axes, shape, npages = series.axes, tuple(series.shape), len(tif.pages)
+            tag = tif.pages[0].tags.get(_ORIENTATION_TAG)
+            orientation = int(tag.value) if tag is not None else 1
+    except Exception as err:  # tifffile raises many types on a broken file
+        raise ValueError(f'{filename}: corrupt or unreadable image (TIFF header: '
+                         f'{type(err).__name__}: {err})') from err
+    if axes not in ('YX', 'YXS', 'SYX'):
+        raise ValueError(f'{filename}: TIFF holds an image stack of shape {shape} (axes '
+                         f'{axes!r}, {npages} pages); expected one 2-D grey or RGB image '
+                         f'(OpenCV would silently read only the first plane): export a '
+                         f'single image')
+    channels = shape[axes.index('S')] if 'S' in axes else 1
+    if channels not in (1, 3, 4):
+        raise ValueError(_channel_message(filename, shape, channels))
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _decode_tifffile(content: bytes, filename: str) -> np.ndarray:
+    """Decode the first series of a TIFF as stored (channels last, BGR order)."""
+    import tifffile
+    with tifffile.TiffFile(io.BytesIO(content)) as tif:
+        series = tif.series[0]
+        photometric = tif.pages[0].photometric
+        if photometric in (tifffile.PHOTOMETRIC.PALETTE, tifffile.PHOTOMETRIC.MINISWHITE):
+            raise ValueError(f'{filename}: {photometric.name} TIFF is not decoded by the '
+                             f'tifffile backend; use imdecode_backend="cv2"')
+        arr = series.asarray()
+        if series.axes == 'SYX':
+            arr = np.moveaxis(arr, 0, -1)
+    return _bgr_order(arr)
+
+
+def _decode_pillow(content: bytes) -> np.ndarray:
+    """Decode with Pillow as stored, but with palettes expanded and grey + alpha as 4
+    channels (as OpenCV does), and a TIFF oriented (as OpenCV does); BGR order."""
+    from PIL import Image
+    with Image.open(io.BytesIO(content)) as im:
+        im.load()
+        # Pillow (13 here) applies a TIFF's orientation while loading and drops the tag;
+        # an orientation still present is applied below
+        tiff_orientation = im.getexif().get(_ORIENTATION_TAG, 1) if im.format == 'TIFF' else 1
+        mode = im.mode
+        if mode in ('P', 'PA'):
+            im = im.convert('RGBA' if mode == 'PA' or 'transparency' in im.info else 'RGB')
+        elif mode == '1':
+            im = im.convert('L')
+        elif mode == 'LA':
+            im = im.convert('RGBA')
+        elif mode in ('CMYK', 'YCbCr', 'LAB', 'HSV'):
+            im = im.convert('RGB')
+        arr = np.array(im)
+    return _bgr_order(_apply_orientation(arr, int(tiff_orientation)))
+
+
+def _why_undecodable(content: bytes) -> str:
+    """A short reason why ``content`` cannot be decoded (Pillow's diagnosis)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(content)) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return 'not a recognised image format'
+    except Exception as err:
+        return f'{type(err).__name__}: {err}'
+    return 'OpenCV cannot decode it, Pillow can: try imdecode_backend="pillow"'
+
+
+@register(TRANSFORMS)
+class StrictLoadImageFromFile(LoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` that refuses bad images with an error naming the file.
+
+    mmcv's loader fails on a corrupt file with ``assert img is not None``, silently drops
+    an alpha channel, reads only the first plane of a TIFF stack / 2-sample TIFF, and
+    turns 16-bit images into 8-bit by dividing by 256 (a dark fluorescence image becomes
+    almost black). This loader reads the bytes with :func:`mmengine.fileio.get` (so
+    ``backend_args`` work as before), decodes them *unchanged* and checks the result:
+
+    - empty, truncated or undecodable bytes: ValueError ``'<file>: corrupt or unreadable
+      image (...)'``; a missing file: FileNotFoundError naming it.
+    - 1 (grey) and 3 (RGB) channels are accepted. Anything else (2 channels, RGBA, a
+      multi-channel or multi-page TIFF) is a ValueError naming the file, the shape and the
+      channel count, with a hint. With ``drop_alpha=True`` an RGBA image (or grey +
+      alpha, which OpenCV decodes as 4 channels) whose alpha is fully opaque (the dtype's
+      maximum everywhere) is accepted and its alpha dropped; any other alpha still
+      raises, since dropping it would expose whatever colour lies under transparent
+      pixels.
+    - integer images deeper than 8 bits (uint16, int32, ...): with ``rescale_16bit=True``
+      (default) scaled to uint8 by :func:`projects.common.io.to_uint8` with the
+      ``percentiles`` (default 0.5 / 99.5, over all channels jointly); with False a
+      ValueError. Floating-point images: ValueError.
+    - grey images become 3 identical channels for ``color_type='color'`` (as mmcv gives
+      them) and stay (H, W) for ``'grayscale'``; colour images become grey for
+      ``'grayscale'`` (8-bit RGB: decoded again by mmcv, so the values are OpenCV's /
+      Pillow's own conversion). ``'unchanged'`` keeps grey as (H, W) and colour as BGR.
+      The EXIF orientation is applied for ``'color'`` and ``'grayscale'``, the TIFF
+      orientation always, as OpenCV does.
+    - ``check_size=True``: when ``results`` carries ``height`` / ``width`` (CellDetDataset
+      and mmdet's CocoDataset copy them from the COCO file) and the decoded image has
+      another size, ValueError naming the file and both sizes.
+
+    The output is what mmcv's loader gives for ordinary files: ``results['img']`` BGR
+    uint8 (H, W, 3) (float32 with ``to_float32``), ``'img_shape'`` and ``'ori_shape'``
+    = ``img.shape[:2]``; for an 8-bit grey / RGB PNG or JPEG the array is identical.
+
+    Args:
+        to_float32, color_type, imdecode_backend, file_client_args, backend_args: as
+            mmcv's ``LoadImageFromFile``. ``imdecode_backend``: 'cv2', 'pillow' or
+            'tifffile' ('turbojpeg' cannot decode unchanged). The 'tifffile' backend
+            returns BGR too (mmcv's returns the stored RGB order).
+        ignore_empty: return None (mmengine's dataset then draws another sample in
+            training) for a missing or 0-byte file only; a file that exists but is
+            corrupt or unusable always raises.
+        drop_alpha: accept RGBA images with a fully opaque alpha channel.
+        rescale_16bit: scale integer images deeper than 8 bits to uint8 by percentiles.
+        percentiles: (low, high) percentiles of that scaling.
+        check_size: compare with the dataset's ``height`` / ``width`` when present.
+    """
+
+    def __init__(self,
+                 to_float32: bool = False,
+                 color_type: str = 'color',
+                 imdecode_backend: str = 'cv2',
+                 file_client_args: Optional[dict] = None,
+                 ignore_empty: bool = False,
+                 *,
+                 backend_args: Optional[dict] = None,
+                 drop_alpha: bool = False,
+                 rescale_16bit: bool = True,
+                 percentiles: Tuple[float, float] = (0.5, 99.5),
+                 check_size: bool = True) -> None:
+        super().__init__(to_float32=to_float32, color_type=color_type,
+                         imdecode_backend=imdecode_backend,
+                         file_client_args=file_client_args, ignore_empty=ignore_empty,
+                         backend_args=backend_args)
+        if color_type not in _COLOR_TYPES:
+            raise ValueError(f'StrictLoadImageFromFile: color_type must be one of '
+                             f'{_COLOR_TYPES}, got {color_type!r}')
+        if imdecode_backend not in ('cv2', 'pillow', 'tifffile'):
+            raise ValueError(f'StrictLoadImageFromFile: imdecode_backend must be "cv2", '
+                             f'"pillow" or "tifffile", got {imdecode_backend!r}')
+        lo, hi = (float(p) for p in percentiles)
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f'StrictLoadImageFromFile: percentiles must satisfy '
+                             f'0 <= low < high <= 100, got {percentiles}')
+        self.drop_alpha = bool(drop_alpha)
+        self.rescale_16bit = bool(rescale_16bit)
+        self.percentiles = (lo, hi)
+        self.check_size = bool(check_size)
+
+    # -------------------------------------------------------------- steps
+    def _read_bytes(self, filename: str) -> Optional[bytes]:
+        import mmengine.fileio as fileio
+        try:
+            if self.file_client_args is not None:
+                client = fileio.FileClient.infer_client(self.file_client_args, filename)
+                content = client.get(filename)
+            else:
+                content = fileio.get(filename, backend_args=self.backend_args)
+        except FileNotFoundError as err:
+            if self.ignore_empty:
+                return None
+            raise FileNotFoundError(f'{filename}: image file not found') from err
+        if not content:
+            if self.ignore_empty:
+                return None
+            raise ValueError(f'{filename}: corrupt or unreadable image (the file is empty, '
+                             f'0 bytes)')
+        return content
+
+    def _decode(self, content: bytes, filename: str, tiff: bool) -> Tuple[np.ndarray, bool]:
+        """Decode unchanged; also say whether the decoder applied the orientation tag
+        (OpenCV's TIFF decoder always does, whatever the flag)."""
+        import cv2
+        raw, reason, oriented = None, '', False
+        try:
+            if self.imdecode_backend == 'tifffile':
+                raw = _decode_tifffile(content, filename)
+            elif self.imdecode_backend == 'pillow':
+                raw = _decode_pillow(content)
+                oriented = tiff
+            else:
+                raw = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+                oriented = tiff and raw is not None
+        except ValueError as err:
+            if str(err).startswith(f'{filename}:'):
+                raise
+            reason = f'{type(err).__name__}: {err}'
+        except Exception as err:  # decoders raise many types on broken data
+            reason = f'{type(err).__name__}: {err}'
+        if raw is None and tiff and self.imdecode_backend == 'cv2':
+            try:  # a TIFF variant OpenCV does not read: tifffile may
+                raw = _decode_tifffile(content, filename)
+            except Exception as err:
+                reason = f'{type(err).__name__}: {err}'
+        if raw is None or raw.size == 0:
+            reason = reason or _why_undecodable(content)
+            raise ValueError(f'{filename}: corrupt or unreadable image ({len(content)} '
+                             f'bytes; {reason})')
+        return raw, oriented
+
+    def _grey_or_bgr(self, raw: np.ndarray, filename: str) -> np.ndarray:
+        """(H, W) grey or (H, W, 3) BGR from the raw decode, or ValueError."""
+        if raw.ndim == 3 and raw.shape[2] == 1:
+            raw = raw[..., 0]
+        if raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] == 3):
+            return raw
+        if raw.ndim != 3:
+            raise ValueError(f'{filename}: decoded image has shape {raw.shape}; expected '
+                             f'(H, W) grey or (H, W, 3) RGB')
+        channels = raw.shape[2]
+        if channels == 4 and self.drop_alpha:
+            alpha = raw[..., 3]
+            opaque = np.iinfo(raw.dtype).max if np.issubdtype(raw.dtype, np.integer) else 1
+            n = int(np.count_nonzero(alpha != opaque))
+            if n == 0:
+                return np.ascontiguousarray(raw[..., :3])
+            raise ValueError(f'{filename}: RGBA image (shape {raw.shape}, 4 channels) whose '
+                             f'alpha channel is not fully opaque ({n} of {alpha.size} '
+                             f'pixels have alpha < {opaque}); drop_alpha=True only drops '
+                             f'an all-opaque alpha: flatten the image onto a background '
+                             f'and save it as RGB')
+        raise ValueError(_channel_message(filename, raw.shape, channels))
+
+    def _to_uint8(self, img: np.ndarray, filename: str) -> np.ndarray:
+        if img.dtype == np.uint8:
+            return img
+        if img.dtype == np.bool_:
+            return img.astype(np.uint8) * 255
+        if np.issubdtype(img.dtype, np.integer):
+            if not self.rescale_16bit:
+                raise ValueError(f'{filename}: {img.dtype} image (values {img.min()}..'
+                                 f'{img.max()}); '
+                                 f'expected 8-bit pixels. Set rescale_16bit=True to scale it '
+                                 f'to uint8 by the {self.percentiles[0]}/'
+                                 f'{self.percentiles[1]} percentiles, or convert the file')
+            return to_uint8(img, *self.percentiles)
+        raise ValueError(f'{filename}: floating-point image ({img.dtype}, values '
+                         f'{float(img.min()):.4g}..{float(img.max()):.4g}); expected 8-bit (or 16-bit '
+                         f'integer) pixels: convert the file')
+
+    def transform(self, results: dict) -> Optional[dict]:
+        """Load ``results['img_path']`` into ``img``, ``img_shape``, ``ori_shape``."""
+        import cv2
+        import mmcv
+        filename = results['img_path']
+        content = self._read_bytes(filename)
+        if content is None:
+            return None
+        tiff = content[:4] in _TIFF_MAGIC
+        orientation = _inspect_tiff(content, filename) if tiff else None
+        raw, decoder_oriented = self._decode(content, filename, tiff)
+        img = self._to_uint8(self._grey_or_bgr(raw, filename), filename)
+
+        # TIFF: always oriented (OpenCV's TIFF decoder ignores the flag); other formats
+        # only for 'color' / 'grayscale', as OpenCV's IMREAD_* flags do
+        orient = not decoder_oriented if tiff else self.color_type in ('color', 'grayscale')
+        if self.color_type.startswith('color') and img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)  # = cv2.COLOR_GRAY2BGR
+        elif self.color_type.startswith('grayscale') and img.ndim == 3:
+            if (raw.ndim == 3 and raw.shape[2] == 3 and raw.dtype == np.uint8
+                    and not tiff and self.imdecode_backend in ('cv2', 'pillow')):
+                # checked, ordinary 8-bit colour: the decoder's own grey conversion
+                # (OpenCV's differs from cvtColor by up to 1), orientation included
+                img = mmcv.imfrombytes(content, flag=self.color_type,
+                                       backend=self.imdecode_backend)
+                orient = False
+            else:
+                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
+        if orient:
+            if orientation is None:
+                orientation = _exif_orientation(content)
+            img = _apply_orientation(img, orientation)
+        img = np.ascontiguousarray(img)
+
+        h, w = img.shape[:2]
+        exp_h, exp_w = results.get('height'), results.get('width')
+        if (self.check_size and exp_h is not None and exp_w is not None
+                and (int(exp_h), int(exp_w)) != (h, w)):
+            raise ValueError(f'{filename}: the image is {w}x{h} (width x height) but the '
+                             f'dataset says {int(exp_w)}x{int(exp_h)} (the annotation '
+                             f'file\'s "width" / "height"): fix the annotation file or '
+                             f'the image')
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(ignore_empty={self.ignore_empty}, '
+                f'to_float32={self.to_float32}, color_type={self.color_type!r}, '
+                f'imdecode_backend={self.imdecode_backend!r}, '
+                f'backend_args={self.backend_args}, drop_alpha={self.drop_alpha}, '
+                f'rescale_16bit={self.rescale_16bit}, percentiles={self.percentiles}, '
+                f'check_size={self.check_size})')

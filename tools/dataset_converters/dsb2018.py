@@ -218,7 +218,8 @@ def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> D
     n = len(ids)
     n_val = int(np.floor(val_fraction * n + 0.5))
     if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
+        n_val = max(n_val, 1)
+    n_val = min(n_val, max(n - 1, 0))  # train keeps at least one image
     perm = np.random.default_rng(seed).permutation(n)
     val = {ids[i] for i in perm[:n_val]}
     return dict(train=[i for i in ids if i not in val], val=[i for i in ids if i in val])

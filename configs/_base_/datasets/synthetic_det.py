@@ -5,7 +5,7 @@ data_root = 'data/synthetic/'
 backend_args = None
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='StrictLoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='PackDetInputs')
@@ -13,7 +13,7 @@ train_pipeline = [
 # Annotations are loaded after any resize so that the ground truth stays in the original
 # image coordinates, where CellDetectionMetric compares it with the (rescaled) predictions.
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='StrictLoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale_factor=1.0),  # native resolution; sets scale_factor
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='LoadPointAnnotations'),

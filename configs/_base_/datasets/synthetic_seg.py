@@ -4,14 +4,14 @@ dataset_type = 'NucleiSegDataset'
 data_root = 'data/synthetic/'
 crop_size = (256, 256)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='StrictLoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='StrictLoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='LoadInstanceAnnotations'),
     dict(type='PackSegInputs',
