@@ -676,14 +676,13 @@ class StrictLoadImageFromFile(LoadImageFromFile):
         if np.issubdtype(img.dtype, np.integer):
             if not self.rescale_16bit:
                 raise ValueError(f'{filename}: {img.dtype} image (values {img.min()}..'
-                                 f'{img.max()}); '
-                                 f'expected 8-bit pixels. Set rescale_16bit=True to scale it '
-                                 f'to uint8 by the {self.percentiles[0]}/'
+                                 f'{img.max()}); expected 8-bit pixels. Set rescale_16bit=True '
+                                 f'to scale it to uint8 by the {self.percentiles[0]}/'
                                  f'{self.percentiles[1]} percentiles, or convert the file')
             return to_uint8(img, *self.percentiles)
         raise ValueError(f'{filename}: floating-point image ({img.dtype}, values '
-                         f'{float(img.min()):.4g}..{float(img.max()):.4g}); expected 8-bit (or 16-bit '
-                         f'integer) pixels: convert the file')
+                         f'{float(img.min()):.4g}..{float(img.max()):.4g}); expected 8-bit '
+                         f'(or 16-bit integer) pixels: convert the file')
 
     def transform(self, results: dict) -> Optional[dict]:
         """Load ``results['img_path']`` into ``img``, ``img_shape``, ``ori_shape``."""

@@ -5,7 +5,7 @@
 _base_ = './synthetic_det.py'
 data_root = 'data/dsb2018/'
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='StrictLoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomCrop', crop_size=(256, 256), allow_negative_crop=True),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical', 'diagonal']),
