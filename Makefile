@@ -1,12 +1,12 @@
 # MMHisto: the two commands (see README.md)
 #   make demo   set up (if needed), train a cell detector on synthetic H&E, evaluate, draw
 #   make test   set up (if needed), run the test suite
-# Variables: TORCH_SPEC / TORCH_INDEX_URL (CUDA users), DEMO_ITERS (default 600), PYTEST_ARGS.
+# Variables: TORCH_SPEC / TORCH_INDEX_URL (CUDA users), DEMO_ITERS (default 500), PYTEST_ARGS.
 SHELL := /bin/bash
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
 DEMO_CONFIG := configs/baselines/faster-rcnn_r18-c32_fpn_demo_synthetic.py
 DEMO_DIR := work_dirs/demo
-DEMO_ITERS ?= 600
+DEMO_ITERS ?= 500
 DATA := data/synthetic
 
 .PHONY: setup demo test data clean-demo

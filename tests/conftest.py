@@ -71,7 +71,8 @@ model = dict(
                   dec_dilations=(1, 1)),
     decode_head=dict(in_channels=4, in_index=2, channels=4, dropout_ratio=0.0),
     auxiliary_head=None)
-pipe = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+pipe = [dict(type='StrictLoadImageFromFile'), dict(type='LoadAnnotations'),
+        dict(type='PackSegInputs')]
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root, pipeline=pipe))
 val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))

