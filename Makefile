@@ -26,7 +26,7 @@ demo: data
 	  default_hooks.checkpoint.interval=$(DEMO_ITERS)
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)
 	$(PY) tools/analysis_tools/draw_detections.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth \
-	  --split test --index 0 --out $(DEMO_DIR)/demo_predictions.png
+	  --split test --index 5 --out $(DEMO_DIR)/demo_predictions.png
 	$(PY) tools/analysis_tools/plot_training.py $(DEMO_DIR) --out $(DEMO_DIR)/training_curves.png
 	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_predictions.png (predictions over a test tile)," \
 	  "$(DEMO_DIR)/training_curves.png (losses)"
