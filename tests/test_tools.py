@@ -130,17 +130,26 @@ def test_ddp_two_ranks_gloo_on_cpu(tmp_path, tiny_synthetic):
     assert ckpt['meta']['iter'] == 2
 
 
-def test_dist_train_script_runs(tmp_path, tiny_synthetic):
+def test_dist_train_and_test_scripts_run(tmp_path, tiny_synthetic):
     cfg = write_config(tmp_path, TINY_SEG, tiny_synthetic, 'tiny_seg.py')
     work = str(tmp_path / 'ddp_sh')
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', work, '--cfg-options',
          'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1'],
-        cwd=osp.dirname(osp.dirname(osp.abspath(__file__))), capture_output=True, text=True,
-        env=dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
-                 OMP_NUM_THREADS='1'), timeout=900)
+        cwd=repo, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert _state(osp.join(work, 'iter_1.pth'))['meta']['iter'] == 1
+
+    # tools/dist_test.sh: both ranks evaluate, the metrics are gathered on rank 0
+    test_dir = str(tmp_path / 'ddp_test')
+    proc = subprocess.run(
+        ['bash', 'tools/dist_test.sh', cfg, osp.join(work, 'iter_1.pth'), '2', '--work-dir',
+         test_dir], cwd=repo, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = _metrics_json(test_dir)
+    assert 0.0 <= metrics['nuclei/pixel_acc'] <= 1.0
 
 
 def test_unknown_component_is_named(tmp_path, tiny_synthetic):
