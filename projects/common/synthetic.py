@@ -36,7 +36,8 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from projects.common.instances import instance_geometry
-from projects.common.io import write_image, write_instance_map, write_json, write_points
+from projects.common.io import write_json
+from projects.common.layout import LAYOUT_DIRS, LayoutWriter, track
 
 NUCLEUS_CLASSES: tuple = ('tumour', 'lymphocyte', 'stromal', 'mitosis')
 REGION_CLASSES: tuple = ('background', 'tumour', 'stroma', 'lymphocytic', 'necrosis')
@@ -732,7 +733,7 @@ def mask_to_rle(inst_map: np.ndarray, num: int) -> list:
     return out
 
 
-_LAYOUT_DIRS = ('images', 'annotations', 'img_dir', 'ann_dir', 'inst_dir', 'points', 'region_dir')
+_LAYOUT_DIRS = LAYOUT_DIRS + ('region_dir', )
 
 
 def generate_dataset(out_dir: str, num_train: int, num_val: int, num_test: int,
@@ -740,14 +741,16 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, num_test: int,
                      progress: bool = False, **options) -> dict:
     """Write a synthetic dataset in both layouts of docs/data_layout.md; return a summary.
 
-    Detection: ``images/<name>.png`` + ``annotations/{train,val,test}.json`` (COCO;
-    categories = NUCLEUS_CLASSES with ids 1..C; bbox xywh, area = pixel count, iscrowd 0,
-    ``point`` [x, y] centroid, ``segmentation`` compressed RLE). Segmentation:
-    ``img_dir``, ``ann_dir`` (semantic), ``inst_dir`` (uint16 PNG), ``points`` (CSV
-    x,y,label), ``region_dir``, each with a ``<split>/`` level. Tile i of split s is
-    ``generate_tile(tile_seed(seed, s, i), size, **options)``, named ``<s>_<i>``. Tiles
-    without nuclei are kept (listed in COCO ``images``). Existing layout folders in
-    ``out_dir`` raise ValueError unless ``overwrite`` (then they are removed first).
+    Files are written by :class:`projects.common.layout.LayoutWriter`. Detection:
+    ``images/<name>.png`` + ``annotations/{train,val,test}.json`` (COCO; categories =
+    NUCLEUS_CLASSES with ids 1..C, supercategory ``nucleus``; bbox xywh, area = pixel
+    count, iscrowd 0, ``point`` [x, y] centroid, full float precision, ``segmentation``
+    compressed RLE). Segmentation: ``img_dir``, ``ann_dir`` (semantic), ``inst_dir``
+    (uint16 PNG), ``points`` (CSV x,y,label), ``region_dir``, each with a ``<split>/``
+    level. Tile i of split s is ``generate_tile(tile_seed(seed, s, i), size, **options)``,
+    named ``<s>_<i>``. Tiles without nuclei are kept (listed in COCO ``images``); every
+    split gets its JSON, even with no tile. Existing layout folders in ``out_dir`` raise
+    ValueError unless ``overwrite`` (then they are removed first).
     The summary (also written to ``out_dir/summary.json``) holds per-split image,
     empty-image and per-class instance counts and region pixel fractions.
     """
@@ -770,66 +773,30 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, num_test: int,
         shutil.rmtree(d)
     os.makedirs(out_dir, exist_ok=True)
 
-    categories = [{'id': c + 1, 'name': name, 'supercategory': 'nucleus'}
-                  for c, name in enumerate(NUCLEUS_CLASSES)]
-    total = sum(counts.values())
-    bar = None
-    if progress and total:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(total)
+    writer = LayoutWriter(out_dir, NUCLEUS_CLASSES,
+                          f'MMHisto synthetic H&E, seed {seed}, split {{split}}',
+                          supercategory='nucleus', licenses=None, decimals=None, splits=SPLITS)
     summary = {'out_dir': out_dir, 'seed': int(seed), 'size': [height, width],
                'classes': list(NUCLEUS_CLASSES), 'regions': list(REGION_CLASSES),
                'options': {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
                            for k, v in options.items()},
                'splits': {}}
-    for folder in ('images', 'annotations'):
-        os.makedirs(osp.join(out_dir, folder), exist_ok=True)
-    for split in SPLITS:
-        for folder in ('img_dir', 'ann_dir', 'inst_dir', 'points', 'region_dir'):
-            os.makedirs(osp.join(out_dir, folder, split), exist_ok=True)
-        images, anns = [], []
-        cls_count = np.zeros(len(NUCLEUS_CLASSES), np.int64)
-        reg_count = np.zeros(len(REGION_CLASSES), np.int64)
-        empty = 0
-        n = counts[split]
-        for i in range(n):
-            tile = generate_tile(tile_seed(seed, split, i), (height, width), **options)
-            name = tile_name(split, i, n)
-            fname = f'{name}.png'
-            write_image(osp.join(out_dir, 'images', fname), tile['image'])
-            write_image(osp.join(out_dir, 'img_dir', split, fname), tile['image'])
-            write_image(osp.join(out_dir, 'ann_dir', split, fname), tile['semantic'])
-            write_instance_map(osp.join(out_dir, 'inst_dir', split, fname), tile['inst_map'])
-            write_points(osp.join(out_dir, 'points', split, f'{name}.csv'), tile['points'],
-                         tile['labels'])
-            write_image(osp.join(out_dir, 'region_dir', split, fname), tile['region_map'])
-            image_id = len(images) + 1
-            images.append({'id': image_id, 'file_name': fname, 'height': height, 'width': width})
-            k = len(tile['labels'])
-            empty += k == 0
-            areas = np.bincount(tile['inst_map'].ravel(), minlength=k + 1)[1:]
-            rles = mask_to_rle(tile['inst_map'], k)
-            for j in range(k):
-                x1, y1, x2, y2 = (float(v) for v in tile['boxes'][j])
-                anns.append({
-                    'id': len(anns) + 1, 'image_id': image_id,
-                    'category_id': int(tile['labels'][j]) + 1,
-                    'bbox': [x1, y1, x2 - x1, y2 - y1], 'area': float(areas[j]), 'iscrowd': 0,
-                    'point': [float(tile['points'][j, 0]), float(tile['points'][j, 1])],
-                    'segmentation': rles[j]})
-            cls_count += np.bincount(tile['labels'], minlength=len(NUCLEUS_CLASSES))
-            reg_count += np.bincount(tile['region_map'].ravel(), minlength=len(REGION_CLASSES))
-            if bar is not None:
-                bar.update()
-        write_json(osp.join(out_dir, 'annotations', f'{split}.json'), {
-            'info': {'description': f'MMHisto synthetic H&E, seed {seed}, split {split}'},
-            'images': images, 'annotations': anns, 'categories': categories})
+    reg_count = {split: np.zeros(len(REGION_CLASSES), np.int64) for split in SPLITS}
+    jobs = [(split, i, n) for split, n in counts.items() for i in range(n)]
+    for split, i, n in track(jobs, progress):
+        tile = generate_tile(tile_seed(seed, split, i), (height, width), **options)
+        rles = mask_to_rle(tile['inst_map'], len(tile['labels']))
+        writer.add(split, tile_name(split, i, n), tile['image'], tile['semantic'],
+                   tile['inst_map'], tile['labels'],
+                   extra_maps={'region_dir': tile['region_map']},
+                   ann_extra=[{'segmentation': rle} for rle in rles])
+        reg_count[split] += np.bincount(tile['region_map'].ravel(),
+                                        minlength=len(REGION_CLASSES))
+    for split, c in writer.close().items():
         summary['splits'][split] = {
-            'images': n, 'empty_images': int(empty), 'instances': int(cls_count.sum()),
-            'per_class': {c: int(v) for c, v in zip(NUCLEUS_CLASSES, cls_count)},
-            'region_fraction': {r: round(float(v) / max(reg_count.sum(), 1), 4)
-                                for r, v in zip(REGION_CLASSES, reg_count)}}
-    if bar is not None:
-        print()
+            'images': c['images'], 'empty_images': c['empty_images'],
+            'instances': c['instances'], 'per_class': c['per_class'],
+            'region_fraction': {r: round(float(v) / max(reg_count[split].sum(), 1), 4)
+                                for r, v in zip(REGION_CLASSES, reg_count[split])}}
     write_json(osp.join(out_dir, 'summary.json'), summary)
     return summary

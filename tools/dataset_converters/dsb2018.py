@@ -52,7 +52,8 @@ Choices:
   come from this final instance map, so the two layouts agree exactly.
 - **Empty masks** (all zero): a warning naming the file, counted in the summary, no
   instance - conversion goes on (one bad mask should not stop 670 images).
-- **Geometry** from ``projects.common.instances.instance_geometry`` in MMHisto's
+- **Geometry** from ``projects.common.instances.instance_geometry`` (called by
+  ``projects.common.layout.LayoutWriter`` on the instance map it writes) in MMHisto's
   continuous pixel coordinates: the point is the centroid (mean column + 0.5, mean row +
   0.5), the box is tight ([first col, first row, n cols, n rows] in COCO xywh), or with
   ``--box-size N`` an N x N box centred on the centroid (not clipped to the image). COCO
@@ -67,9 +68,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from projects.common.instances import instance_geometry
-from projects.common.io import (read_image, to_uint8, write_image, write_instance_map,
-                                write_json, write_points)
+from projects.common.io import read_image, to_uint8
+from projects.common.layout import LayoutWriter, track
 
 CLASSES = ('nucleus', )
 LABELED_SPLITS = ('train', 'val')
@@ -158,17 +158,15 @@ def convert_sample(img_path: str, mask_paths: Optional[Sequence[str]]) -> dict:
     """Convert one image and its masks (None = unlabeled).
 
     Returns ``image`` (RGB uint8) and, when labelled, ``inst``, ``sem`` (0/1 uint8),
-    ``ids``, ``points`` (K, 2) centroids, ``boxes`` (K, 4) x1, y1, x2, y2, ``areas`` (K,),
-    ``overlap_px``, ``empty``, ``covered`` (see :func:`merge_masks`).
+    ``overlap_px``, ``empty``, ``covered`` (see :func:`merge_masks`). Points, boxes and
+    areas are computed from ``inst`` by :class:`projects.common.layout.LayoutWriter`.
     """
     img = read_dsb_image(img_path)
     if mask_paths is None:
         return dict(image=img)
     res = merge_masks(mask_paths, img.shape[:2], img_path)
     inst = res['inst']
-    ids, points, boxes = instance_geometry(inst, source=img_path)
-    res.update(image=img, sem=(inst > 0).astype(np.uint8), ids=ids, points=points,
-               boxes=boxes, areas=np.bincount(inst.ravel())[ids])
+    res.update(image=img, sem=(inst > 0).astype(np.uint8))
     return res
 
 
@@ -225,13 +223,6 @@ def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> D
     return dict(train=[i for i in ids if i not in val], val=[i for i in ids if i in val])
 
 
-def _empty_coco(split: str) -> dict:
-    return dict(info=dict(description=f'DSB2018 {split} split converted by MMHisto',
-                          source='2018 Data Science Bowl (Kaggle), stage1 layout'),
-                licenses=[], images=[], annotations=[],
-                categories=[dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)])
-
-
 def convert(root: str, out: str, val_fraction: float = 0.1, seed: int = 0,
             box_size: Optional[float] = None, unlabeled: bool = False,
             progress: bool = True) -> dict:
@@ -241,59 +232,30 @@ def convert(root: str, out: str, val_fraction: float = 0.1, seed: int = 0,
     nuclei, overlap_px, images_with_overlap, empty_masks, covered_masks) and ``ignored``
     (see :func:`find_samples`).
     """
-    if box_size is not None and box_size <= 0:
-        raise ValueError(f'--box-size must be > 0, got {box_size}')
+    writer = LayoutWriter(out, CLASSES, 'DSB2018 {split} split converted by MMHisto',
+                          source='2018 Data Science Bowl (Kaggle), stage1 layout',
+                          box_size=box_size)
     samples, ignored = find_samples(root, unlabeled)
     splits = split_ids([s[0] for s in samples if s[2] is not None], val_fraction, seed)
     splits[UNLABELED_SPLIT] = [s[0] for s in samples if s[2] is None]
     split_of = {i: s for s, ids in splits.items() for i in ids}
     splits = {s: ids for s, ids in splits.items() if ids}
-    cocos = {s: _empty_coco(s) for s in splits}
     stats = {s: dict(images=0, nuclei=0, overlap_px=0, images_with_overlap=0, empty_masks=0,
                      covered_masks=0) for s in splits}
-    bar = None
-    if progress:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(len(samples))
-    for image_id, img_path, mask_paths in samples:
+    for image_id, img_path, mask_paths in track(samples, progress):
         split = split_of[image_id]
         res = convert_sample(img_path, mask_paths)
-        coco, st = cocos[split], stats[split]
-        img = res['image']
-        h, w = img.shape[:2]
-        fname = image_id + '.png'
-        write_image(osp.join(out, 'images', fname), img)
-        write_image(osp.join(out, 'img_dir', split, fname), img)
-        img_num = len(coco['images']) + 1
-        coco['images'].append(dict(id=img_num, file_name=fname, height=h, width=w))
-        st['images'] += 1
-        if mask_paths is not None:
-            write_image(osp.join(out, 'ann_dir', split, fname), res['sem'])
-            write_instance_map(osp.join(out, 'inst_dir', split, fname), res['inst'])
-            write_points(osp.join(out, 'points', split, image_id + '.csv'), res['points'],
-                         np.zeros(len(res['ids']), np.int64))
-            for (px, py), (x1, y1, x2, y2), area in zip(res['points'], res['boxes'],
-                                                        res['areas']):
-                if box_size is None:
-                    bbox, area = [x1, y1, x2 - x1, y2 - y1], int(area)
-                else:
-                    bbox = [px - box_size / 2.0, py - box_size / 2.0, box_size, box_size]
-                    area = float(box_size * box_size)
-                coco['annotations'].append(dict(
-                    id=len(coco['annotations']) + 1, image_id=img_num, category_id=1,
-                    bbox=[round(float(v), 3) for v in bbox], area=area, iscrowd=0,
-                    point=[round(float(px), 3), round(float(py), 3)]))
-            st['nuclei'] += len(res['ids'])
-            st['overlap_px'] += res['overlap_px']
-            st['images_with_overlap'] += int(res['overlap_px'] > 0)
-            st['empty_masks'] += len(res['empty'])
-            st['covered_masks'] += len(res['covered'])
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        sys.stdout.write('\n')
-    for split, coco in cocos.items():
-        write_json(osp.join(out, 'annotations', f'{split}.json'), coco)
+        if mask_paths is None:
+            writer.add(split, image_id, res['image'])
+            continue
+        writer.add(split, image_id, res['image'], res['sem'], res['inst'], labels=0)
+        st = stats[split]
+        st['overlap_px'] += res['overlap_px']
+        st['images_with_overlap'] += int(res['overlap_px'] > 0)
+        st['empty_masks'] += len(res['empty'])
+        st['covered_masks'] += len(res['covered'])
+    for split, counts in writer.close().items():
+        stats[split].update(images=counts['images'], nuclei=counts['instances'])
     return dict(splits=splits, stats=stats, ignored=ignored)
 
 

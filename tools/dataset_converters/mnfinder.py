@@ -43,10 +43,12 @@ Choices (measured on the 33 images of mnfinder 1.2.3):
   micronucleus components have 1-3 px (103 have 4 px), so a threshold trades specks
   against real small micronuclei: choose it per experiment.
 - Points are centroids and boxes are tight ([first col, first row, n cols, n rows]), both
-  from ``projects.common.instances.instance_geometry`` in MMHisto's continuous pixel
-  coordinates (docs/data_layout.md: pixel (r, c) covers [c, c+1) x [r, r+1), so a
-  centroid is (mean column + 0.5, mean row + 0.5) and a rectangle's centroid is its box
-  centre); with ``--box-size N``, N x N boxes centred on the point.
+  from ``projects.common.instances.instance_geometry`` (called by
+  ``projects.common.layout.LayoutWriter`` on the instance map it writes) in MMHisto's
+  continuous pixel coordinates (docs/data_layout.md: pixel (r, c) covers [c, c+1) x
+  [r, r+1), so a centroid is (mean column + 0.5, mean row + 0.5) and a rectangle's
+  centroid is its box centre); with ``--box-size N``, N x N boxes centred on the point
+  (not clipped to the image). COCO ``area`` is the pixel count (tight boxes) or N * N.
 
 Output (docs/data_layout.md): ``images/<set>_<name>.png`` (RGB uint8) and
 ``annotations/{train,val}.json`` (COCO, categories 1 nucleus, 2 micronucleus -> labels 0,
@@ -63,9 +65,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from projects.common.instances import instance_geometry
-from projects.common.io import (read_image, to_uint8, write_image, write_instance_map,
-                                write_json, write_points)
+from projects.common.io import read_image, to_uint8
+from projects.common.layout import LayoutWriter, track
 
 SPLITS = {'training-data': 'train', 'validation-data': 'val'}
 HELD_OUT = ('test-data', )
@@ -121,10 +122,10 @@ def convert_image(img_path: str, mask_paths: Tuple[str, str], min_area: int = 1,
                   split_components: bool = True) -> dict:
     """Convert one image + its two masks.
 
-    Returns ``image`` uint8 RGB, ``inst`` int32, ``sem`` uint8, ``objects`` (list of dicts
-    id, label, box xyxy (x2 = last col + 1), point (x, y) centroid (continuous pixel
-    coordinates, :func:`projects.common.instances.instance_geometry`), area), ``dropped_small``,
-    ``covered`` (nuclei with no pixel left under micronuclei).
+    Returns ``image`` uint8 RGB, ``inst`` int32, ``sem`` uint8, ``labels`` (int64, class
+    index of each instance in ascending id order: 0 nucleus, 1 micronucleus; the geometry
+    is computed from ``inst`` by :class:`projects.common.layout.LayoutWriter`),
+    ``dropped_small``, ``covered`` (nuclei with no pixel left under micronuclei).
     """
     raw = read_image(img_path, channels=None)
     if raw.ndim == 3 and raw.shape[-1] == 1:
@@ -154,12 +155,8 @@ def convert_image(img_path: str, mask_paths: Tuple[str, str], min_area: int = 1,
     sem[mn > 0] = 2
     present = np.unique(inst[inst > 0])
     covered = int(n_nuc - np.count_nonzero(present <= n_nuc))
-    ids, points, boxes = instance_geometry(inst)  # = present, ascending
-    areas = np.bincount(inst.ravel())[ids]
-    objects = [dict(id=int(i), label=0 if i <= n_nuc else 1, box=boxes[k].tolist(),
-                    point=points[k].tolist(), area=int(areas[k]))
-               for k, i in enumerate(ids)]
-    return dict(image=img, inst=inst, sem=sem, objects=objects, dropped_small=dropped,
+    labels = (present > n_nuc).astype(np.int64)  # present = ids ascending
+    return dict(image=img, inst=inst, sem=sem, labels=labels, dropped_small=dropped,
                 covered=covered)
 
 
@@ -236,64 +233,24 @@ def list_images(set_dir: str) -> List[Tuple[str, str, Tuple[str, str]]]:
 def convert(root: str, out: str, box_size: Optional[float] = None, min_area: int = 1,
             split_components: bool = True, progress: bool = True) -> Dict[str, dict]:
     """Convert every train / val set under ``root`` into ``out``; returns per-split counts."""
-    if box_size is not None and box_size <= 0:
-        raise ValueError(f'--box-size must be > 0, got {box_size}')
+    writer = LayoutWriter(out, CLASSES, 'mnfinder {split} split converted by MMHisto',
+                          source='mnfinder 1.2.3 (hatch-lab), MIT', box_size=box_size)
     if min_area < 1:
         raise ValueError(f'--min-area must be >= 1, got {min_area}')
     jobs = []
     for split, set_name, set_dir in find_sets(root):
         for name, tif, masks in list_images(set_dir):
             jobs.append((split, f'{set_name}_{name}', tif, masks))
-    cocos = {
-        s: dict(info=dict(description=f'mnfinder {s} split converted by MMHisto',
-                          source='mnfinder 1.2.3 (hatch-lab), MIT'),
-                licenses=[], images=[], annotations=[],
-                categories=[dict(id=i + 1, name=c) for i, c in enumerate(CLASSES)])
-        for s in sorted({j[0] for j in jobs})
-    }
-    stats = {s: dict(images=0, nucleus=0, micronucleus=0, dropped_small=0, covered=0)
-             for s in cocos}
-    bar = None
-    if progress and jobs:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(len(jobs))
-    for split, stem, tif, masks in jobs:
+    dropped = {}
+    for split, stem, tif, masks in track(jobs, progress):
         res = convert_image(tif, masks, min_area, split_components)
-        coco, st = cocos[split], stats[split]
-        h, w = res['inst'].shape
-        fname = stem + '.png'
-        write_image(osp.join(out, 'images', fname), res['image'])
-        write_image(osp.join(out, 'img_dir', split, fname), res['image'])
-        write_image(osp.join(out, 'ann_dir', split, fname), res['sem'])
-        write_instance_map(osp.join(out, 'inst_dir', split, fname), res['inst'])
-        pts = np.asarray([o['point'] for o in res['objects']], np.float64).reshape(-1, 2)
-        labels = np.asarray([o['label'] for o in res['objects']], np.int64)
-        write_points(osp.join(out, 'points', split, stem + '.csv'), pts, labels)
-        img_id = len(coco['images']) + 1
-        coco['images'].append(dict(id=img_id, file_name=fname, height=h, width=w))
-        for o in res['objects']:
-            px, py = o['point']
-            if box_size is None:
-                x1, y1, x2, y2 = o['box']
-                bbox, area = [x1, y1, x2 - x1, y2 - y1], o['area']
-            else:
-                bbox = [px - box_size / 2.0, py - box_size / 2.0, box_size, box_size]
-                area = float(box_size * box_size)
-            coco['annotations'].append(dict(
-                id=len(coco['annotations']) + 1, image_id=img_id,
-                category_id=o['label'] + 1, bbox=[round(v, 3) for v in bbox], area=area,
-                iscrowd=0, point=[round(px, 3), round(py, 3)]))
-            st[CLASSES[o['label']]] += 1
-        st['images'] += 1
+        writer.add(split, stem, res['image'], res['sem'], res['inst'], res['labels'])
+        st = dropped.setdefault(split, dict(dropped_small=0, covered=0))
         st['dropped_small'] += res['dropped_small']
         st['covered'] += res['covered']
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        sys.stdout.write('\n')
-    for split, coco in cocos.items():
-        write_json(osp.join(out, 'annotations', f'{split}.json'), coco)
-    return stats
+    counts = writer.close()
+    return {s: dict(images=counts[s]['images'], **counts[s]['per_class'], **dropped[s])
+            for s in sorted(counts)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
