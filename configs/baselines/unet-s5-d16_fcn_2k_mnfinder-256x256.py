@@ -1,15 +1,12 @@
-# Baseline: stock mmseg U-Net on mnfinder (background / nucleus / micronucleus).
+# Baseline: stock mmseg U-Net on mnfinder (background / nucleus / micronucleus), from scratch;
+# sliding-window testing on the 512-1024 px images.
 _base_ = [
-    'mmseg::_base_/models/fcn_unet_s5-d16.py',
+    '../_base_/models/unet-s5-d16_fcn_bn.py',
     '../_base_/datasets/mnfinder_seg.py',
     '../_base_/schedules/schedule_adam_2k.py',
     '../_base_/default_runtime_seg.py',
 ]
-crop_size = (256, 256)
-norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(norm_cfg=norm_cfg),
-    decode_head=dict(num_classes=3, norm_cfg=norm_cfg),
-    auxiliary_head=dict(num_classes=3, norm_cfg=norm_cfg),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(192, 192)))
+    decode_head=dict(num_classes=3),
+    auxiliary_head=dict(num_classes=3),
+    test_cfg=dict(mode='slide', crop_size=(256, 256), stride=(192, 192)))

@@ -1,16 +1,12 @@
 # Baseline: stock mmseg U-Net (S5-D16, FCN head) on the synthetic H&E nuclei set, from
 # scratch. Background / nucleus, 256x256 crops, whole-image inference on 256x256 tiles.
 _base_ = [
-    'mmseg::_base_/models/fcn_unet_s5-d16.py',
+    '../_base_/models/unet-s5-d16_fcn_bn.py',
     '../_base_/datasets/synthetic_seg.py',
     '../_base_/schedules/schedule_adam_2k.py',
     '../_base_/default_runtime_seg.py',
 ]
-crop_size = (256, 256)
-norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN in mmseg's base needs a GPU group
 model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(norm_cfg=norm_cfg),
-    decode_head=dict(num_classes=2, norm_cfg=norm_cfg),
-    auxiliary_head=dict(num_classes=2, norm_cfg=norm_cfg),
+    decode_head=dict(num_classes=2),
+    auxiliary_head=dict(num_classes=2),
     test_cfg=dict(mode='whole'))
