@@ -245,8 +245,10 @@ def test_seg_resize_keeps_int32_ids_exact(tmp_path):
     big[4:9, 5:12] = 70000   # does not fit uint16: stored as .npy
     big[12:20, 14:30] = 123456
     _seg_fixture(str(tmp_path), inst=big, npy=True)
-    res = Compose(LOAD_SEG + [dict(type='Resize', scale=(64, 48), keep_ratio=False)])(
-        _seg_info(tmp_path))
+    info = _seg_info(tmp_path)  # sets the mmseg scope before the transforms are built
+    # mmseg's Resize (mmdet's resizes only gt_seg_map, not every seg field)
+    res = Compose(LOAD_SEG + [dict(type='mmseg.Resize', scale=(64, 48), keep_ratio=False)])(
+        info)
     # nearest-neighbour x2: every pixel becomes a 2x2 block
     assert res['gt_instance_map'].dtype == np.int32
     assert np.array_equal(res['gt_instance_map'], np.kron(big, np.ones((2, 2), np.int32)))
