@@ -408,6 +408,10 @@ def test_cell_detection_metric_hand_case():
     # per image: image 1 (1, 1, 1), image 2 (0, 0, 0), image 3 excluded -> 0.5 each
     for k in ('recall_img', 'precision_img', 'f1_img'):
         assert res[f'cell/{k}'] == pytest.approx(0.5)
+    # paper's averages: recall over images with GT (image 1 only: 3/3 = 1); precision over
+    # images with a prediction (image 1: 3/3, image 2: 0/1) -> 0.5
+    assert res['cell/avg_recall'] == pytest.approx(1.0)
+    assert res['cell/avg_precision'] == pytest.approx(0.5)
     # pooled boxes: tp 2, fp 2, fn 1 -> recall 2/3, precision 1/2, F1 4/7
     assert res['cell/box_recall'] == pytest.approx(2 / 3)
     assert res['cell/box_precision'] == pytest.approx(0.5)
@@ -443,6 +447,42 @@ def test_cell_detection_metric_max_per_img_and_ignore():
     res = metric.compute_metrics(metric.results)
     assert (res['recall'], res['precision']) == pytest.approx((1.0, 0.5))
     assert (res['box_recall'], res['box_precision']) == pytest.approx((1.0, 0.5))
+
+
+def test_cell_detection_metric_average_recall_and_precision():
+    box = [[0, 0, 10, 10], [50, 50, 60, 60]]
+    far = [[100, 100, 110, 110], [150, 150, 160, 160]]
+    samples = dict(
+        # A: 2 GT, 1 found -> recall 1/2, precision 1/1
+        a=_det_sample(box, [0, 0], box[:1], [0.9], [0], img_id='a'),
+        # B: 1 GT, no prediction -> recall 0; not in the precision mean
+        b=_det_sample(box[:1], [0], [], [], [], img_id='b'),
+        # C: no GT, 2 predictions -> precision 0; not in the recall mean
+        c=_det_sample([], [], far, [0.9, 0.8], [0, 0], img_id='c'),
+        # D: its only GT is ignored and absorbs the only prediction -> nothing counts
+        d=_det_sample(box[:1], [0], box[:1], [0.9], [0], img_id='d'),
+        # E: no GT, one prediction below score_thr 0.5 -> nothing counts
+        e=_det_sample([], [], far[:1], [0.3], [0], img_id='e'))
+    samples['d']['gt_instances']['ignore_flags'] = torch.tensor([True])
+
+    def run(keys):
+        metric = _build_det(radius=5, coco_ap=False)
+        metric.process({}, [samples[k] for k in keys])
+        return metric.compute_metrics(metric.results)
+
+    res = run('abcde')
+    # avg_recall = mean(1/2 [A], 0 [B]) = 0.25; avg_precision = mean(1 [A], 0 [C]) = 0.5
+    assert (res['avg_recall'], res['avg_precision']) == pytest.approx((0.25, 0.5))
+    # pooled: tp 1, fp 2, fn 2 -> 1/3 each; per-image means (A, B, C): recall 1/6
+    assert (res['recall'], res['precision']) == pytest.approx((1 / 3, 1 / 3))
+    assert res['recall_img'] == pytest.approx(1 / 6)
+    # no qualifying image: the pooled value (module convention)
+    res = run('c')  # no GT, false positives: recall 0; precision 0/2 = 0
+    assert (res['avg_recall'], res['avg_precision']) == (0.0, 0.0)
+    res = run('b')  # GT, no prediction: recall 0; precision 0.0 (GT missed)
+    assert (res['avg_recall'], res['avg_precision']) == (0.0, 0.0)
+    res = run('de')  # neither counted GT nor counted prediction: 1.0 and 1.0
+    assert (res['avg_recall'], res['avg_precision']) == (1.0, 1.0)
 
 
 def test_cell_detection_metric_bad_sample_raises():

@@ -232,3 +232,32 @@ def test_bad_not_mitosis_and_tiff_name_file(tmp_path):
         mitos.convert(root, str(tmp_path / 'o2'), 8, 60, 20, folds=1, progress=False)
     with pytest.raises(FileNotFoundError, match='no frame'):
         mitos.convert(str(tmp_path), str(tmp_path / 'o3'), 8, 60, 20, progress=False)
+
+
+def test_patch_entries_name_parent_frame_and_offset(converted):
+    # every patch entry of every patch COCO file carries its frame's file_name (as listed
+    # in frames_*.json) and its top-left pixel: A03_00Aa_x60_y40.png -> A03_00Aa.png,
+    # [60, 40]; the pixels at that offset in the frame are the patch's
+    root, out = converted
+    frame_files = set()
+    for name in ['frames_val.json'] + [f'frames_test_fold{k}.json' for k in range(5)]:
+        frame_files |= {im['file_name'] for im in _load(out, name)['images']}
+    assert frame_files == {f'{n}.png' for n in MITOSES}
+    files = (['val.json', 'group_val.json'] + [f'{s}_fold{k}.json' for k in range(5)
+                                               for s in ('train', 'test')]
+             + [f'group_fold{k}.json' for k in range(5)])
+    seen = 0
+    for name in files:
+        for im in _load(out, name)['images']:
+            frame, x0, y0 = re.fullmatch(r'(.+)_x(\d+)_y(\d+)\.png', im['file_name']).groups()
+            assert im['parent'] == f'{frame}.png' and im['parent'] in frame_files
+            assert im['offset'] == [int(x0), int(y0)]
+            seen += 1
+    # val 6 + group_val 6 + train 5 x 24 + test 5 x 6 + group_fold 5 x 6 patches
+    assert seen == 6 + 6 + 120 + 30 + 30
+    test0 = {im['file_name']: im for im in _load(out, 'test_fold0.json')['images']}
+    im = test0[f'{_load(out, "frames.json")["groups"]["fold0"][0]}_x60_y40.png']
+    frame = read_image(osp.join(out, 'frames', im['parent']))
+    x0, y0 = im['offset']
+    np.testing.assert_array_equal(read_image(osp.join(out, 'images', im['file_name'])),
+                                  frame[y0:y0 + 60, x0:x0 + 60])

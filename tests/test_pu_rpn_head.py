@@ -13,7 +13,8 @@ import projects.pu_detection.pu_rpn_head  # noqa: F401  (registers PURPNHead)
 from projects.pu_detection.pu_loss import PULoss, pu_risk
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PU_CONFIG = osp.join(REPO, 'configs', 'pu_detection', 'faster-rcnn_r50_fpn_pu_2k_synthetic.py')
+PU_CONFIG = osp.join(REPO, 'configs', 'pu_detection',
+                     'faster-rcnn_r50_fpn_pu_2k_synthetic-sparse30.py')
 PRIOR = 0.04
 STRIDES = [4, 8, 16, 32, 64]
 SIZES = [16, 8, 4, 2, 1]  # feature map sides of a 64x64 image at STRIDES

@@ -4,7 +4,9 @@ Layouts: ``docs/data_layout.md``. Both classes check their input when they are b
 raise errors that name the annotation file / folder and the offending image or
 annotation id; nothing is dropped silently.
 """
+import math
 import os.path as osp
+from numbers import Real
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmdet.datasets import CocoDataset
@@ -49,6 +51,11 @@ class CellDetDataset(CocoDataset):
       is not listed (pycocotools ignores it silently); a box with w <= 0 or h <= 0 or
       entirely outside its image (mmdet drops both silently); a point outside its image;
       a ``category_id`` not among the JSON categories or not among ``classes``.
+    - **Patches**: the optional image fields ``parent`` (str, the file_name of the whole
+      image the patch was cut from) and ``offset`` ([x0, y0], finite, >= 0) are copied
+      into the data info (ValueError naming ``ann_file`` and the image id otherwise);
+      ``WholeImageDetectionMetric`` reads them (pack them with ``PackDetInputs``
+      ``meta_keys``).
     - **Image files** are not stat-ed at build time by default (10k ``stat`` calls on a
       network file system are slow, and the dataset may be built lazily):
       ``LoadImageFromFile`` raises ``FileNotFoundError`` naming the missing file when
@@ -156,6 +163,7 @@ class CellDetDataset(CocoDataset):
                 data_info['text'] = classes
                 data_info['caption_prompt'] = self.caption_prompt
                 data_info['custom_entities'] = True
+            data_info.update(self._patch_origin(img))
             data_info['instances'] = [self._parse_ann(a, img) for a in anns_of[iid]]
             for inst in data_info['instances']:
                 cid = self.cat_ids[inst['bbox_label']]
@@ -169,6 +177,29 @@ class CellDetDataset(CocoDataset):
                     raise FileNotFoundError(f'{src}: image id {d["img_id"]}: image file '
                                             f'{d["img_path"]} not found')
         return data_list
+
+    def _patch_origin(self, img: dict) -> dict:
+        """The optional image fields ``parent`` (file_name of the whole image a patch was
+        cut from) and ``offset`` ([x0, y0] of the patch in it), checked, for
+        :class:`projects.common.metrics.WholeImageDetectionMetric`."""
+        where = f'{self.ann_file}: image id {img["id"]} ({img["file_name"]})'
+        out = {}
+        if 'parent' in img:
+            parent = img['parent']
+            if not isinstance(parent, str) or not parent:
+                raise ValueError(f'{where}: "parent" must be the file_name of the whole '
+                                 f'image, got {parent!r}')
+            out['parent'] = parent
+        if 'offset' in img:
+            off = img['offset']
+            ok = isinstance(off, (list, tuple)) and len(off) == 2 and all(
+                isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= 0 for v in off)
+            if not ok:
+                raise ValueError(f'{where}: "offset" must be [x0, y0], two finite numbers '
+                                 f'>= 0, got {off!r}')
+            out['offset'] = list(off)
+        return out
 
     def _parse_ann(self, ann: dict, img: dict) -> dict:
         """Validate one annotation and turn it into an mmdet instance dict (+ 'point')."""

@@ -1,8 +1,9 @@
 """Evaluation shared by every method: point / box matching, AJI, object Dice, pixel scores.
 
-Plain functions (numpy in, Python numbers out) hold the maths; the two registered
-metrics (:class:`CellDetectionMetric`, :class:`NucleiMetric`) only adapt them to
-MMEngine's ``process`` / ``compute_metrics`` contract.
+Plain functions (numpy in, Python numbers out) hold the maths; the registered metrics
+(:class:`CellDetectionMetric`, its whole-image variant :class:`WholeImageDetectionMetric`
+for patch-wise inference, :class:`NucleiMetric`) only adapt them to MMEngine's
+``process`` / ``compute_metrics`` contract.
 
 Conventions used everywhere in this module:
 
@@ -29,11 +30,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from projects.common.io import read_coco
 from projects.common.registry import METRICS, register
 
 __all__ = [
     'match_points', 'match_boxes', 'aji', 'dice_obj', 'pixel_scores',
-    'instances_from_semantic', 'CellDetectionMetric', 'NucleiMetric'
+    'instances_from_semantic', 'CellDetectionMetric', 'WholeImageDetectionMetric',
+    'NucleiMetric'
 ]
 
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity structuring element
@@ -221,6 +224,24 @@ def match_boxes(gt_xyxy: Any, pred_xyxy: Any, iou_thr: float = 0.5) -> Tuple[int
     gt = _as_boxes(gt_xyxy, 'gt_xyxy')
     pred = _as_boxes(pred_xyxy, 'pred_xyxy')
     return _match_counts(gt, pred, lambda a, b: _box_iou_pairs(a, b, float(iou_thr)))
+
+
+def _average_rp(counts: np.ndarray) -> Tuple[float, float]:
+    """The PU paper's "average recall" and "average precision" (Zhao et al. 2021,
+    Tables 1-2): per-image recall tp / (tp + fn) averaged over the images with at least
+    one valid GT, per-image precision tp / (tp + fp) averaged over the images with at
+    least one counted prediction (tp + fp >= 1). ``counts``: (n_images, 3) tp, fp, fn.
+
+    With no qualifying image the pooled value is returned, i.e. the module convention:
+    1.0 when the set has neither GT nor counted prediction, else 0.0.
+    """
+    tp, fp, fn = (counts[:, i].astype(np.float64) for i in range(3))
+    pooled_r, pooled_p, _ = _prf(*(int(v) for v in counts.sum(0)))
+    has_gt, has_pred = tp + fn > 0, tp + fp > 0
+    recall = float(np.mean(tp[has_gt] / (tp + fn)[has_gt])) if has_gt.any() else pooled_r
+    precision = float(np.mean(tp[has_pred] / (tp + fp)[has_pred])) if has_pred.any() \
+        else pooled_p
+    return recall, precision
 
 
 def _prf(tp: int, fp: int, fn: int) -> Tuple[float, float, float]:
@@ -469,6 +490,13 @@ class CellDetectionMetric(BaseMetric):
     * ``recall_img``, ``precision_img``, ``f1_img``: mean of per-image values. Images
       with neither GT nor prediction are excluded from the mean (1.0 if no image is left);
       an image with only GT or only predictions scores 0.
+    * ``avg_recall``, ``avg_precision``: the PU paper's "average recall / average
+      precision" (Zhao et al. 2021, Tables 1-2): per-image point recall averaged over the
+      images with at least one valid GT; per-image point precision averaged over the
+      images with at least one counted prediction (score >= ``score_thr``, within
+      ``max_per_img``; a prediction absorbed by ignored GT does not count). If no image
+      qualifies, the pooled value (module convention: 1.0 when the set has neither GT nor
+      counted prediction, else 0.0).
     * ``box_recall``, ``box_precision``, ``box_f1``: pooled, one-to-one matching with
       IoU >= ``iou_thr``, class-agnostic.
     * ``coco_AP``, ``coco_AP50`` (``coco_ap=True``): pycocotools bbox AP@[.5:.95] and
@@ -561,6 +589,51 @@ class CellDetectionMetric(BaseMetric):
                              f'scores and {labels.size} labels')
         return dict(boxes=boxes, scores=scores, labels=labels)
 
+    def _image_result(self, gt: Dict[str, np.ndarray], pred: Dict[str, np.ndarray],
+                      name: str) -> Dict[str, np.ndarray]:
+        """Counts of one image (and, for COCO AP, its boxes) as small numpy arrays.
+
+        ``gt``: ``boxes`` (N, 4), ``labels`` (N,), ``points`` (N, 2) of the valid ground
+        truth and ``ign_boxes`` / ``ign_labels`` / ``ign_points`` of the ignored one;
+        ``pred``: ``boxes`` (M, 4), ``scores`` (M,), ``labels`` (M,). Predictions with
+        score >= ``score_thr`` are kept, at most ``max_per_img`` by decreasing score.
+        Shared by :meth:`process` and :class:`WholeImageDetectionMetric`.
+        """
+        order = np.argsort(-pred['scores'], kind='stable')
+        order = order[pred['scores'][order] >= self.score_thr][:self.max_per_img]
+        p_boxes, p_labels = pred['boxes'][order], pred['labels'][order]
+        p_points = _centres(p_boxes)
+
+        def pt(a, b):
+            return _point_pairs(a, b, self.radius)
+
+        def bx(a, b):
+            return _box_iou_pairs(a, b, self.iou_thr)
+
+        result = dict(
+            points=np.array(_match_counts(gt['points'], p_points, pt, gt['ign_points'])),
+            boxes=np.array(_match_counts(gt['boxes'], p_boxes, bx, gt['ign_boxes'])))
+        if self.classwise:
+            classes = self._classes()
+            for what, labels in (('gt', gt['labels']), ('pred', p_labels),
+                                 ('ignored gt', gt['ign_labels'])):
+                if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+                    raise ValueError(f'{name}: {what} label {labels.max()} outside the '
+                                     f'{len(classes)} classes of dataset_meta')
+            per_class = np.zeros((len(classes), 3), dtype=np.int64)
+            for c in range(len(classes)):
+                per_class[c] = _match_counts(gt['points'][gt['labels'] == c],
+                                             p_points[p_labels == c], pt,
+                                             gt['ign_points'][gt['ign_labels'] == c])
+            result['per_class'] = per_class
+        if self.coco_ap:
+            result.update(
+                gt_boxes=gt['boxes'].astype(np.float32), gt_labels=gt['labels'],
+                ign_boxes=gt['ign_boxes'].astype(np.float32), ign_labels=gt['ign_labels'],
+                dt_boxes=pred['boxes'].astype(np.float32), dt_scores=pred['scores'],
+                dt_labels=pred['labels'])
+        return result
+
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Match each image's predictions to its GT; keep counts (and, for COCO AP, the
         boxes) as small numpy arrays."""
@@ -568,40 +641,7 @@ class CellDetectionMetric(BaseMetric):
             name = _sample_name(sample, k)
             gt = self._read_gt(sample, name)
             pred = self._read_pred(sample, name)
-            order = np.argsort(-pred['scores'], kind='stable')
-            order = order[pred['scores'][order] >= self.score_thr][:self.max_per_img]
-            p_boxes, p_labels = pred['boxes'][order], pred['labels'][order]
-            p_points = _centres(p_boxes)
-
-            def pt(a, b):
-                return _point_pairs(a, b, self.radius)
-
-            def bx(a, b):
-                return _box_iou_pairs(a, b, self.iou_thr)
-
-            result = dict(
-                points=np.array(_match_counts(gt['points'], p_points, pt, gt['ign_points'])),
-                boxes=np.array(_match_counts(gt['boxes'], p_boxes, bx, gt['ign_boxes'])))
-            if self.classwise:
-                classes = self._classes()
-                for what, labels in (('gt', gt['labels']), ('pred', p_labels),
-                                     ('ignored gt', gt['ign_labels'])):
-                    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-                        raise ValueError(f'{name}: {what} label {labels.max()} outside the '
-                                         f'{len(classes)} classes of dataset_meta')
-                per_class = np.zeros((len(classes), 3), dtype=np.int64)
-                for c in range(len(classes)):
-                    per_class[c] = _match_counts(gt['points'][gt['labels'] == c],
-                                                 p_points[p_labels == c], pt,
-                                                 gt['ign_points'][gt['ign_labels'] == c])
-                result['per_class'] = per_class
-            if self.coco_ap:
-                result.update(
-                    gt_boxes=gt['boxes'].astype(np.float32), gt_labels=gt['labels'],
-                    ign_boxes=gt['ign_boxes'].astype(np.float32), ign_labels=gt['ign_labels'],
-                    dt_boxes=pred['boxes'].astype(np.float32), dt_scores=pred['scores'],
-                    dt_labels=pred['labels'])
-            self.results.append(result)
+            self.results.append(self._image_result(gt, pred, name))
 
     def _coco_ap(self, results: List[dict]) -> Tuple[float, float]:
         """pycocotools bbox AP@[.5:.95] and AP@.5 over all stored predictions."""
@@ -661,6 +701,7 @@ class CellDetectionMetric(BaseMetric):
         per_img = np.array([_prf(*c) for c in pts if c.sum() > 0]).reshape(-1, 3)
         means = per_img.mean(0) if len(per_img) else np.ones(3)
         metrics['recall_img'], metrics['precision_img'], metrics['f1_img'] = map(float, means)
+        metrics['avg_recall'], metrics['avg_precision'] = _average_rp(pts)
         metrics['box_recall'], metrics['box_precision'], metrics['box_f1'] = _prf(*box.sum(0))
         if self.coco_ap:
             metrics['coco_AP'], metrics['coco_AP50'] = self._coco_ap(results)
@@ -668,9 +709,13 @@ class CellDetectionMetric(BaseMetric):
         tp, fp, fn = (int(v) for v in pts.sum(0))
         rows.append(('all', str(tp + fn), str(tp), str(fp), str(fn),
                      *(f'{metrics[k]:.4f}' for k in ('recall', 'precision', 'f1'))))
+        n_gt = int((pts[:, 0] + pts[:, 2] > 0).sum())
+        n_pred = int((pts[:, 0] + pts[:, 1] > 0).sum())
         if self.classwise:
             classes = self._classes()
-            counts = np.sum([r['per_class'] for r in results], axis=0).reshape(-1, 3)
+            counts = np.zeros((len(classes), 3), dtype=np.int64)
+            for r in results:
+                counts += r['per_class']
             for name, (tp, fp, fn) in zip(classes, counts):
                 rec, prec, f1 = _prf(int(tp), int(fp), int(fn))
                 metrics[f'{name}_recall'] = rec
@@ -680,9 +725,309 @@ class CellDetectionMetric(BaseMetric):
                              f'{rec:.4f}', f'{prec:.4f}', f'{f1:.4f}'))
         print_log(
             f'Cell detection over {len(results)} images (point matching, radius '
-            f'{self.radius:g} px, score >= {self.score_thr:g}):\n' + _format_table(rows),
-            logger='current')
+            f'{self.radius:g} px, score >= {self.score_thr:g}):\n' + _format_table(rows)
+            + f'\naverage recall {metrics["avg_recall"]:.4f} over {n_gt} images with GT, '
+            f'average precision {metrics["avg_precision"]:.4f} over {n_pred} images with '
+            'predictions', logger='current')
         return metrics
+
+
+def _uncovered_area(windows: np.ndarray, width: float, height: float) -> float:
+    """Area of the image ``[0, width] x [0, height]`` outside the union of the xyxy
+    ``windows`` (K, 4); exact, by coordinate compression (no pixel mask)."""
+    win = np.clip(np.asarray(windows, np.float64).reshape(-1, 4), 0,
+                  [width, height, width, height])
+    xs = np.unique(np.concatenate([[0.0, width], win[:, 0], win[:, 2]]))
+    ys = np.unique(np.concatenate([[0.0, height], win[:, 1], win[:, 3]]))
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
+    for x0, y0, x1, y1 in win:
+        covered[np.searchsorted(ys, y0):np.searchsorted(ys, y1),
+                np.searchsorted(xs, x0):np.searchsorted(xs, x1)] = True
+    return float(np.outer(np.diff(ys), np.diff(xs))[~covered].sum())
+
+
+def _finite_numbers(value: Any, n: int) -> Optional[np.ndarray]:
+    """``value`` as n finite float64 numbers, or None if it is not that."""
+    if isinstance(value, (str, bytes, bool)):
+        return None
+    try:
+        arr = _numpy(value, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.size == n and np.isfinite(arr).all() else None
+
+
+def _read_whole_images(ann_file: str) -> Tuple[Dict[str, dict], Dict[Any, str]]:
+    """Whole-image GT of a COCO file: ``file_name`` -> dict(width, height, anns) and
+    category id -> name. Each ann: ``id``, ``box`` xyxy, ``cat``, ``point``, ``ignore``
+    (``iscrowd`` or ``ignore``). ValueError naming ``ann_file`` and the offending entry."""
+    coco = read_coco(ann_file)
+    cats: Dict[Any, str] = {}
+    for c in coco.get('categories', []):
+        if not isinstance(c, dict) or 'id' not in c or 'name' not in c:
+            raise ValueError(f'{ann_file}: category {c} needs "id" and "name"')
+        cats[c['id']] = c['name']
+    frames: Dict[str, dict] = {}
+    name_of: Dict[Any, str] = {}
+    for im in coco['images']:
+        iid = im.get('id') if isinstance(im, dict) else None
+        if iid is None:
+            raise ValueError(f'{ann_file}: an image entry has no "id": {im}')
+        for key in ('file_name', 'height', 'width'):
+            if key not in im:
+                raise ValueError(f'{ann_file}: image id {iid} has no "{key}"')
+        fname, size = im['file_name'], _finite_numbers([im['width'], im['height']], 2)
+        if size is None or (size <= 0).any():
+            raise ValueError(f'{ann_file}: image id {iid} ({fname}) has size '
+                             f'{im["width"]}x{im["height"]}')
+        if iid in name_of:
+            raise ValueError(f'{ann_file}: image id {iid} is listed twice')
+        if fname in frames:
+            raise ValueError(f'{ann_file}: file_name {fname} is listed twice (image ids '
+                             f'{frames[fname]["id"]} and {iid}); patches name their whole '
+                             f'image by file_name')
+        name_of[iid] = fname
+        frames[fname] = dict(id=iid, width=float(size[0]), height=float(size[1]), anns=[])
+    for ann in coco.get('annotations', []):
+        aid = ann.get('id')
+        where = f'{ann_file}: annotation id {aid}'
+        if ann.get('image_id') not in name_of:
+            raise ValueError(f'{where} refers to image_id {ann.get("image_id")}, which is '
+                             f'not listed in "images"')
+        if ann.get('category_id') not in cats:
+            raise ValueError(f'{where}: category_id {ann.get("category_id")} is not among '
+                             f'the categories {list(cats)}')
+        box = _finite_numbers(ann.get('bbox'), 4)
+        if box is None or box[2] <= 0 or box[3] <= 0:
+            raise ValueError(f'{where}: "bbox" must be [x, y, w, h] with w, h > 0, got '
+                             f'{ann.get("bbox")}')
+        x, y, w, h = box.tolist()
+        point = (x + w / 2, y + h / 2)
+        if 'point' in ann:
+            pt = _finite_numbers(ann['point'], 2)
+            if pt is None:
+                raise ValueError(f'{where}: "point" must be [x, y], got {ann["point"]}')
+            point = tuple(pt.tolist())
+        frames[name_of[ann['image_id']]]['anns'].append(dict(
+            id=aid, box=(x, y, x + w, y + h), cat=ann['category_id'], point=point,
+            ignore=bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', 0))))
+    return frames, cats
+
+
+@register(METRICS)
+class WholeImageDetectionMetric(CellDetectionMetric):
+    """Whole-image cell detection scores from patch predictions: the PU-detection
+    protocol (Zhao et al., MICCAI 2021, sect. 3.1-3.2: "at most 100 prediction boxes ...
+    confidence score (greater than 0.5) ... mapped the coordinates back into the image
+    and NMS to merge duplicate boxes").
+
+    The model runs on the overlapping patches of a patch dataset whose image entries
+    carry ``parent`` (the whole image's ``file_name``) and ``offset`` [x0, y0] (e.g. the
+    MITOS-ATYPIA-14 converter's ``test_fold{k}.json``; :class:`CellDetDataset` passes
+    both to the pipeline). :meth:`process`, per patch: predictions with score
+    **strictly greater** than ``patch_score_thr`` (the paper's "greater than 0.5"), at
+    most ``max_per_patch`` by decreasing score (ties: model order), shifted by
+    ``offset`` into whole-image pixels (mmdet predicts in the patch's original pixels).
+    :meth:`compute_metrics`, per whole image: the boxes of all its patches merged by
+    class-aware NMS (IoU > ``nms_iou`` suppresses; :func:`projects.common.tiling.
+    merge_detections`), then scored exactly as :class:`CellDetectionMetric` scores one
+    image (same code, :meth:`CellDetectionMetric._image_result`; ``score_thr`` and
+    ``max_per_img`` act on the merged boxes, COCO AP uses every merged box). The keys
+    are those of :class:`CellDetectionMetric` computed over the whole images;
+    ``avg_recall`` / ``avg_precision`` are the paper's table entries.
+
+    Ground truth comes from ``ann_file``, a whole-image COCO file (e.g. the converter's
+    ``frames_test_fold{k}.json``); a patch belongs to the image whose ``file_name``
+    equals its ``parent``. Boxes from ``bbox``; points from ``point`` when present, else
+    box centres; ``iscrowd`` / ``ignore`` annotations are ignored GT (as in
+    CellDetDataset). Labels: category names indexed in ``dataset_meta['classes']`` (the
+    patch dataset's classes = the model's label space); without dataset_meta, the
+    categories ordered by id.
+
+    ValueError (naming ``ann_file`` and the image, or the patch) for: a data sample
+    without ``parent`` / ``offset`` / ``ori_shape`` metainfo (add them to
+    ``PackDetInputs(meta_keys=...)``), an offset that is not 2 finite numbers >= 0, a
+    ``parent`` that is not an image of ``ann_file``, a patch reaching outside its image,
+    an image of ``ann_file`` that received no patch or whose patches do not cover it
+    (e.g. a dataset subset). When no patch at all was processed, the metric returns
+    :class:`CellDetectionMetric`'s values over zero images (mmengine warns about the
+    empty results).
+
+    Config::
+
+        test_pipeline = [
+            dict(type='LoadImageFromFile'),
+            dict(type='Resize', scale_factor=1.0, keep_ratio=True),
+            dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+                 'img_shape', 'scale_factor', 'parent', 'offset'))]
+        test_evaluator = dict(type='WholeImageDetectionMetric',
+                              ann_file=data_root + 'annotations/frames_test_fold0.json')
+
+    Args:
+        ann_file: whole-image COCO file with the ground truth.
+        nms_iou: IoU above which NMS suppresses the lower-scored of two same-class boxes.
+        patch_score_thr: per-patch filter, score > patch_score_thr is kept.
+        max_per_patch: per-patch filter, at most this many boxes (highest scores).
+        max_per_img, coco_max_dets: as in :class:`CellDetectionMetric`, on merged whole
+            images; the defaults (10000) do not bind for 1600x1600 frames in 500 px
+            patches (16 patches x 100 boxes).
+        Other arguments as :class:`CellDetectionMetric`.
+    """
+
+    def __init__(self, ann_file: str, nms_iou: float = 0.5, patch_score_thr: float = 0.5,
+                 max_per_patch: int = 100, radius: float = 12.0, iou_thr: float = 0.5,
+                 score_thr: float = 0.5, max_per_img: int = 10000, classwise: bool = False,
+                 coco_ap: bool = True, prefix: Optional[str] = 'cell',
+                 collect_device: str = 'cpu', coco_max_dets: int = 10000) -> None:
+        super().__init__(radius=radius, iou_thr=iou_thr, score_thr=score_thr,
+                         max_per_img=max_per_img, classwise=classwise, coco_ap=coco_ap,
+                         prefix=prefix, collect_device=collect_device,
+                         coco_max_dets=coco_max_dets)
+        if not isinstance(nms_iou, (int, float)) or not 0 < nms_iou <= 1:
+            raise ValueError(f'WholeImageDetectionMetric: nms_iou must lie in (0, 1], got '
+                             f'{nms_iou!r}')
+        if not isinstance(patch_score_thr, (int, float)) or not np.isfinite(patch_score_thr):
+            raise ValueError('WholeImageDetectionMetric: patch_score_thr must be a finite '
+                             f'number, got {patch_score_thr!r}')
+        if isinstance(max_per_patch, bool) or not isinstance(max_per_patch, (int, np.integer)) \
+                or max_per_patch < 1:
+            raise ValueError('WholeImageDetectionMetric: max_per_patch must be an int >= 1, '
+                             f'got {max_per_patch!r}')
+        if not isinstance(ann_file, str) or not ann_file:
+            raise ValueError(f'WholeImageDetectionMetric: ann_file must be the path of a '
+                             f'whole-image COCO file, got {ann_file!r}')
+        self.ann_file = ann_file
+        self.nms_iou = float(nms_iou)
+        self.patch_score_thr = float(patch_score_thr)
+        self.max_per_patch = int(max_per_patch)
+        self._images, self._categories = _read_whole_images(ann_file)
+
+    def _read_origin(self, sample: Any, name: str) -> Tuple[str, np.ndarray]:
+        """``parent`` and the patch window xyxy in whole-image pixels; checked."""
+        missing = [k for k in ('parent', 'offset', 'ori_shape') if _field(sample, k) is None]
+        if missing:
+            raise ValueError(
+                f'{name}: the data sample has no {", ".join(repr(k) for k in missing)} '
+                'metainfo. WholeImageDetectionMetric needs patch datasets whose images carry '
+                '"parent" and "offset" (e.g. the MITOS-ATYPIA-14 converter\'s '
+                'test_fold{k}.json) and a test pipeline that packs them: add \'parent\' and '
+                '\'offset\' to PackDetInputs meta_keys (keeping \'ori_shape\'), e.g. '
+                "meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', "
+                "'scale_factor', 'parent', 'offset')")
+        parent = _field(sample, 'parent')
+        if not isinstance(parent, str) or not parent:
+            raise ValueError(f'{name}: "parent" must be the file_name of the whole image, '
+                             f'got {parent!r}')
+        offset = _finite_numbers(_field(sample, 'offset'), 2)
+        if offset is None or (offset < 0).any():
+            raise ValueError(f'{name}: "offset" must be [x0, y0], two finite numbers >= 0, '
+                             f'got {_field(sample, "offset")!r}')
+        shape = _finite_numbers(_field(sample, 'ori_shape'), 2)
+        if shape is None or (shape <= 0).any():
+            raise ValueError(f'{name}: "ori_shape" must be (height, width), got '
+                             f'{_field(sample, "ori_shape")!r}')
+        if parent not in self._images:
+            raise ValueError(f'{name}: parent {parent!r} is not an image file_name of '
+                             f'{self.ann_file} (is ann_file the whole-image file of this '
+                             f'patch dataset?)')
+        img = self._images[parent]
+        (x0, y0), (h, w) = offset, shape
+        if x0 + w > img['width'] or y0 + h > img['height']:
+            raise ValueError(f'{name}: the {w:g}x{h:g} patch at offset ({x0:g}, {y0:g}) '
+                             f'reaches outside {parent} ({img["width"]:g}x'
+                             f'{img["height"]:g}) of {self.ann_file}')
+        return parent, np.array([x0, y0, x0 + w, y0 + h])
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Per patch: filter (score > patch_score_thr, top max_per_patch), shift by offset,
+        store (parent, window, boxes, scores, labels) as numpy."""
+        for k, sample in enumerate(data_samples):
+            name = _sample_name(sample, k)
+            parent, window = self._read_origin(sample, name)
+            pred = self._read_pred(sample, name)
+            keep = np.flatnonzero(pred['scores'] > self.patch_score_thr)
+            keep = keep[np.argsort(-pred['scores'][keep], kind='stable')][:self.max_per_patch]
+            shift = np.tile(window[:2], 2)
+            self.results.append(dict(
+                parent=parent, name=name, window=window, boxes=pred['boxes'][keep] + shift,
+                scores=pred['scores'][keep], labels=pred['labels'][keep]))
+
+    def merge(self, results: Sequence[dict]) -> Dict[str, Dict[str, np.ndarray]]:
+        """Whole-image predictions: file_name -> ``boxes`` (N, 4), ``scores``, ``labels``
+        after class-aware NMS over the patches' (filtered, shifted) boxes, sorted by
+        decreasing score, in the image order of ``ann_file``. Checks that every image
+        received patches covering it."""
+        from projects.common.tiling import merge_detections
+
+        by_parent: Dict[str, List[dict]] = {}
+        for r in results:
+            if r['parent'] not in self._images:
+                raise ValueError(f'{r["name"]}: parent {r["parent"]!r} is not an image '
+                                 f'file_name of {self.ann_file}')
+            by_parent.setdefault(r['parent'], []).append(r)
+        missing = [f for f in self._images if f not in by_parent]
+        if missing:
+            raise ValueError(
+                f'{self.ann_file}: {len(missing)} of {len(self._images)} images received no '
+                f'patch prediction (first: {", ".join(missing[:3])}); evaluate the patch '
+                f'dataset of exactly these images (e.g. test_fold<k>.json with '
+                f'frames_test_fold<k>.json), not a subset')
+        merged = {}
+        for fname, img in self._images.items():
+            patches = by_parent[fname]
+            hole = _uncovered_area(np.stack([p['window'] for p in patches]), img['width'],
+                                   img['height'])
+            if hole > 0:
+                raise ValueError(
+                    f'{self.ann_file}: image {fname} ({img["width"]:g}x{img["height"]:g}) '
+                    f'is not covered by its {len(patches)} patches ({hole:g} px^2 outside '
+                    f'every patch); evaluate every patch of it')
+            boxes, scores, labels = merge_detections(
+                [p['boxes'] for p in patches], [p['scores'] for p in patches],
+                [p['labels'] for p in patches], [(0, 0)] * len(patches),
+                iou_thr=self.nms_iou)
+            merged[fname] = dict(boxes=boxes.cpu().numpy().astype(np.float64),
+                                 scores=scores.cpu().numpy().astype(np.float64),
+                                 labels=labels.cpu().numpy().astype(np.int64))
+        return merged
+
+    def _image_gt(self, fname: str, label_of: Dict[Any, int]) -> Dict[str, np.ndarray]:
+        """GT of one whole image in the format of :meth:`CellDetectionMetric._read_gt`."""
+        anns = self._images[fname]['anns']
+        for a in anns:
+            if a['cat'] not in label_of:
+                raise ValueError(
+                    f'{self.ann_file}: annotation id {a["id"]} ({fname}) has category '
+                    f'{self._categories[a["cat"]]!r}, which is not among the classes '
+                    f'{tuple((self.dataset_meta or {}).get("classes", ()))} of the dataset')
+        boxes = np.array([a['box'] for a in anns], np.float64).reshape(-1, 4)
+        labels = np.array([label_of[a['cat']] for a in anns], np.int64)
+        points = np.array([a['point'] for a in anns], np.float64).reshape(-1, 2)
+        ign = np.array([a['ignore'] for a in anns], bool)
+        return dict(boxes=boxes[~ign], labels=labels[~ign], points=points[~ign],
+                    ign_boxes=boxes[ign], ign_labels=labels[ign], ign_points=points[ign])
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Merge the patches of each whole image, score the images as
+        :class:`CellDetectionMetric` does; see the class docstring."""
+        if not results:
+            return super().compute_metrics([])
+        classes = (self.dataset_meta or {}).get('classes')
+        names = list(classes) if classes else [self._categories[c]
+                                               for c in sorted(self._categories)]
+        index = {n: i for i, n in enumerate(names)}
+        label_of = {cid: index[n] for cid, n in self._categories.items() if n in index}
+        merged = self.merge(results)
+        per_image = [self._image_result(self._image_gt(f, label_of), pred,
+                                        f'{self.ann_file}: {f}')
+                     for f, pred in merged.items()]
+        n_kept = sum(len(r['boxes']) for r in results)
+        n_merged = sum(len(p['boxes']) for p in merged.values())
+        print_log(f'Whole-image evaluation on {self.ann_file}: {len(merged)} images from '
+                  f'{len(results)} patches; {n_kept} patch predictions (score > '
+                  f'{self.patch_score_thr:g}, at most {self.max_per_patch} per patch) merged '
+                  f'by NMS (IoU > {self.nms_iou:g}) into {n_merged}', logger='current')
+        return super().compute_metrics(per_image)
 
 
 @register(METRICS)

@@ -29,6 +29,11 @@ Output (docs/data_layout.md, detection layout)::
     annotations/frames_val.json               whole-frame COCO, val (one per patch)
     annotations/frames_test_fold{k}.json      whole-frame COCO, fold k (intact)
 
+Every patch image entry of the patch COCO files (``val``, ``train_fold{k}``,
+``test_fold{k}``, ``group_*``) carries ``"parent": "<frame>.png"`` (the frame's
+``file_name`` in ``frames_*.json``) and ``"offset": [x0, y0]`` (the patch's top-left
+pixel in the frame): ``WholeImageDetectionMetric`` maps patch predictions back with them.
+
 Choices:
 
 - **Coordinates.** A CSV ``x, y`` is a pixel index (column, row); the key point is that
@@ -230,6 +235,7 @@ def convert(root: str, out: str, box_size: float = 32, patch_size: int = 500,
     stats = dict(frames=len(frames), patches=0, mitoses=0, low_confidence=0,
                  same_pixel=0, not_mitosis=0, frames_without_csv=0, kept_one_per_patch=0)
     keep: Dict[str, List[bool]] = {}
+    origin: Dict[str, dict] = {}  # patch file name -> parent frame file name and offset
     records = []
     for fr in track(frames, progress):
         img = read_frame(fr['image'])
@@ -268,6 +274,7 @@ def convert(root: str, out: str, box_size: float = 32, patch_size: int = 500,
                        np.ascontiguousarray(img[y0:y1, x0:x1]), (inst > 0).astype(np.uint8),
                        inst, labels=0)
             keep[name + '.png'] = kept_mask[inside].tolist()
+            origin[name + '.png'] = dict(parent=fr['name'] + '.png', offset=[x0, y0])
             patch_names.append(name + '.png')
         stats['patches'] += len(patch_names)
         records.append(dict(name=fr['name'], file_name=fr['name'] + '.png',
@@ -277,7 +284,13 @@ def convert(root: str, out: str, box_size: float = 32, patch_size: int = 500,
                             patches=patch_names))
     writer.close()
     ann_dir = osp.join(out, 'annotations')
-    cocos = {g: read_coco(osp.join(ann_dir, f'group_{g}.json')) for g in groups}
+    cocos = {}
+    for g in groups:  # every patch entry names its frame (for whole-image evaluation)
+        path = osp.join(ann_dir, f'group_{g}.json')
+        cocos[g] = read_coco(path)
+        for im in cocos[g]['images']:
+            im.update(origin[im['file_name']])
+        write_json(path, cocos[g])
     fold_names = [g for g in groups if g != 'val']
     write_json(osp.join(ann_dir, 'val.json'), _coco_subset(
         [cocos['val']], keep, 'MITOS-ATYPIA-14 val patches, one annotation per patch'))
