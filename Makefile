@@ -1,10 +1,12 @@
 # MMHisto: the two commands (see README.md)
-#   make demo   set up (if needed), train a cell detector on synthetic H&E, evaluate, draw
+#   make demo   set up (if needed), train the stock and the PU cell detector on synthetic H&E
+#               with 30% of the cells annotated, test both, print them side by side, draw
 #   make test   set up (if needed), run the test suite
 # Variables: TORCH_SPEC / TORCH_INDEX_URL (CUDA users), DEMO_ITERS (default 500), PYTEST_ARGS.
 SHELL := /bin/bash
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
-DEMO_CONFIG := configs/baselines/faster-rcnn_r18-c32_fpn_demo_synthetic.py
+DEMO_CONFIG_stock := configs/pu_detection/faster-rcnn_r18-c32_fpn_ce_500i_synthetic-sparse30.py
+DEMO_CONFIG_pu := configs/pu_detection/faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30.py
 DEMO_DIR := work_dirs/demo
 DEMO_ITERS ?= 500
 DATA := data/synthetic
@@ -21,15 +23,23 @@ data: setup
 	else echo "[mmhisto] $(DATA) exists: using it"; fi
 
 demo: data
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) \
-	  --cfg-options train_cfg.max_iters=$(DEMO_ITERS) train_cfg.val_interval=$(DEMO_ITERS) \
-	  default_hooks.checkpoint.interval=$(DEMO_ITERS)
-	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)
-	$(PY) tools/analysis_tools/draw_detections.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_$(DEMO_ITERS).pth \
-	  --split test --index 5 --out $(DEMO_DIR)/demo_predictions.png
-	$(PY) tools/analysis_tools/plot_training.py $(DEMO_DIR) --out $(DEMO_DIR)/training_curves.png
-	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_predictions.png (predictions over a test tile)," \
-	  "$(DEMO_DIR)/training_curves.png (losses)"
+	@for m in stock pu; do \
+	  cfg=$$([ $$m = stock ] && echo $(DEMO_CONFIG_stock) || echo $(DEMO_CONFIG_pu)); \
+	  echo "[mmhisto] training the $$m detector: $$cfg"; \
+	  $(PY) tools/train.py $$cfg --work-dir $(DEMO_DIR)/$$m \
+	    --cfg-options train_cfg.max_iters=$(DEMO_ITERS) train_cfg.val_interval=$(DEMO_ITERS) \
+	    default_hooks.checkpoint.interval=$(DEMO_ITERS) || exit 1; \
+	  $(PY) tools/test.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)/$$m \
+	    --out $(DEMO_DIR)/$$m/test_preds.pkl || exit 1; \
+	  $(PY) tools/analysis_tools/draw_detections.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth \
+	    --split test --index 5 --out $(DEMO_DIR)/demo_predictions_$$m.png || exit 1; \
+	done
+	$(PY) tools/analysis_tools/plot_training.py $(DEMO_DIR)/pu --out $(DEMO_DIR)/training_curves.png
+	@echo "[mmhisto] test set (complete labels), stock vs PU, point matching within 8 px:"
+	$(PY) tools/analysis_tools/score_sweep.py stock=$(DEMO_DIR)/stock/test_preds.pkl \
+	  PU=$(DEMO_DIR)/pu/test_preds.pkl --radius 8 --out-png $(DEMO_DIR)/score_sweep.png
+	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_predictions_{stock,pu}.png (predictions over a" \
+	  "test tile), $(DEMO_DIR)/score_sweep.png (precision-recall), $(DEMO_DIR)/training_curves.png"
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -19,6 +19,12 @@ def _scope(cfg: Config):
     return DefaultScope.overwrite_default_scope(scope), scope
 
 
+def _det_classes(cfg: Config) -> int:
+    """num_classes of a two-stage (RoI head) or single-stage (bbox_head) detector."""
+    head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
+    return head.num_classes
+
+
 def _det_batch(num_classes: int):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
@@ -80,7 +86,7 @@ def test_config_builds_and_gives_finite_losses(path):
             batch = _seg_batch(num_classes)
         else:
             from mmdet.registry import MODELS
-            num_classes = cfg.model.roi_head.bbox_head.num_classes
+            num_classes = _det_classes(cfg)
             batch = _det_batch(num_classes)
         torch.manual_seed(0)
         model = MODELS.build(cfg.model)
@@ -120,5 +126,5 @@ def test_synthetic_config_classes_match_the_data(path, tiny_synthetic):
             from mmdet.registry import DATASETS
             dataset = DATASETS.build(ds_cfg)
             assert tuple(dataset.metainfo['classes']) == NUCLEUS_CLASSES
-            assert cfg.model.roi_head.bbox_head.num_classes == len(NUCLEUS_CLASSES)
+            assert _det_classes(cfg) == len(NUCLEUS_CLASSES)
         assert len(dataset) == 2  # the fixture's two test tiles

@@ -94,7 +94,7 @@ def test_convert_fixture(tmp_path, capsys):
 
     train = json.loads((out / 'annotations' / 'train.json').read_text())
     assert train['categories'] == [dict(id=1, name='nucleus'), dict(id=2, name='micronucleus')]
-    assert train['images'] == [dict(id=1, file_name='setA_1.png', height=64, width=64)]
+    assert train['images'] == [dict(id=1, file_name='train_setA_1.png', height=64, width=64)]
     anns = train['annotations']
     assert [a['category_id'] for a in anns] == [1, 1, 1, 2, 2]
     # continuous pixel coordinates: pixel (r, c) has its centre at (c + 0.5, r + 0.5), so a
@@ -119,14 +119,14 @@ def test_convert_fixture(tmp_path, capsys):
     assert [(a['bbox'], a['point']) for a in val['annotations']] == [([10, 10, 4, 3], [12.0, 11.5])]
 
     # images: grey tif -> to_uint8 -> RGB (the white .png preview is not used)
-    rgb = read_image(str(out / 'images' / 'setA_1.png'))
+    rgb = read_image(str(out / 'images' / 'train_setA_1.png'))
     assert np.array_equal(rgb, np.repeat(to_uint8(img1)[..., None], 3, 2))
-    assert np.array_equal(read_image(str(out / 'img_dir' / 'val' / 'setB_7.png'))[..., 0], img2)
+    assert np.array_equal(read_image(str(out / 'img_dir' / 'val' / 'val_setB_7.png'))[..., 0], img2)
 
     inst, sem = _expected_train_maps()
-    assert np.array_equal(read_instance_map(str(out / 'inst_dir' / 'train' / 'setA_1.png')), inst)
-    assert np.array_equal(read_image(str(out / 'ann_dir' / 'train' / 'setA_1.png'), 1), sem)
-    pts, labels = read_points(str(out / 'points' / 'train' / 'setA_1.csv'))
+    assert np.array_equal(read_instance_map(str(out / 'inst_dir' / 'train' / 'train_setA_1.png')), inst)
+    assert np.array_equal(read_image(str(out / 'ann_dir' / 'train' / 'train_setA_1.png'), 1), sem)
+    pts, labels = read_points(str(out / 'points' / 'train' / 'train_setA_1.csv'))
     assert labels.tolist() == [0, 0, 0, 1, 1]
     assert np.allclose(pts, [a['point'] for a in anns], atol=0.005)  # CSV keeps 2 decimals
     assert not (out / 'img_dir' / 'test').exists()
@@ -224,3 +224,22 @@ def test_convert_real_set_counts(tmp_path):
     assert val['micronucleus'] > colours['micronucleus'] and val['nucleus'] >= colours['nucleus']
     coco = json.loads((tmp_path / 'out' / 'annotations' / 'val.json').read_text())
     assert len(coco['annotations']) == expected['nucleus'] + expected['micronucleus']
+
+
+def test_same_set_and_image_name_in_both_splits_are_two_images(tmp_path):
+    """mnfinder's training-data and validation-data both hold e.g. 2022-10-14_U2OS/1.tif,
+    different images: each keeps its own file, named after its split."""
+    img1, _ = _fixture(str(tmp_path / 'raw'))
+    other = np.full((64, 64), 40, np.uint8)
+    other[10:20, 10:20] = 200
+    _write_set(osp.join(str(tmp_path / 'raw'), 'validation-data', 'setA'), '1', other,
+               _rgba(64, 64, [((255, 0, 0), slice(10, 20), slice(10, 20))]),
+               _rgba(64, 64, []))
+    out = tmp_path / 'out'
+    assert mnf.main(['--root', str(tmp_path / 'raw'), '--out', str(out)]) == 0
+    val = json.loads((out / 'annotations' / 'val.json').read_text())
+    assert sorted(im['file_name'] for im in val['images']) == ['val_setA_1.png',
+                                                                'val_setB_7.png']
+    assert np.array_equal(read_image(str(out / 'images' / 'val_setA_1.png'))[..., 0], other)
+    assert not np.array_equal(read_image(str(out / 'images' / 'train_setA_1.png'))[..., 0],
+                              other)

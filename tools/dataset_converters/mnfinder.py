@@ -50,7 +50,7 @@ Choices (measured on the 33 images of mnfinder 1.2.3):
   centroid is its box centre); with ``--box-size N``, N x N boxes centred on the point
   (not clipped to the image). COCO ``area`` is the pixel count (tight boxes) or N * N.
 
-Output (docs/data_layout.md): ``images/<set>_<name>.png`` (RGB uint8) and
+Output (docs/data_layout.md): ``images/<split>_<set>_<name>.png`` (RGB uint8) and
 ``annotations/{train,val}.json`` (COCO, categories 1 nucleus, 2 micronucleus -> labels 0,
 1); ``img_dir``, ``ann_dir`` (0 background, 1 nucleus, 2 micronucleus), ``inst_dir``
 (uint16 PNG; ids unique across both classes: nuclei first), ``points`` (CSV x,y,label
@@ -240,7 +240,8 @@ def convert(root: str, out: str, box_size: Optional[float] = None, min_area: int
     jobs = []
     for split, set_name, set_dir in find_sets(root):
         for name, tif, masks in list_images(set_dir):
-            jobs.append((split, f'{set_name}_{name}', tif, masks))
+            # training-data and validation-data reuse set and image names for different images
+            jobs.append((split, f'{split}_{set_name}_{name}', tif, masks))
     dropped = {}
     for split, stem, tif, masks in track(jobs, progress):
         res = convert_image(tif, masks, min_area, split_components)
