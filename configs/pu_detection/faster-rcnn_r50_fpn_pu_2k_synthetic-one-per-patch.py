@@ -2,7 +2,7 @@
 # unlabeled, not negative.
 _base_ = './faster-rcnn_r50_fpn_ce_2k_synthetic-one-per-patch.py'
 # pi per stage measured by tools/analysis_tools/estimate_prior.py (complete annotations of
-# the training tiles, proposals of the demo detector `make demo` trains): RPN 0.024, RoI 0.637
+# the training tiles, proposals of the complete-label demo detector): RPN 0.024, RoI 0.637
 rpn_prior = 0.024
 roi_prior = 0.64
 model = dict(

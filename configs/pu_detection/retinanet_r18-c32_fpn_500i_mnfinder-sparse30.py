@@ -1,5 +1,6 @@
 # CPU benchmark (README, Results), the mmdet model-zoo peer: stock RetinaNet (focal loss) with
-# the same small network and schedule, mnfinder (real fluorescence) with 30% of the objects annotated.
+# the same small network and schedule, mnfinder (real fluorescence) with 30% of the objects
+# annotated.
 _base_ = [
     '../_base_/models/retinanet_r18-c32_fpn_scratch.py',
     '../_base_/datasets/mnfinder_det_sparse30.py',

@@ -118,7 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('preds', nargs='+', help='NAME=PREDICTIONS.pkl (tools/test.py --out)')
     parser.add_argument('--radius', type=float, default=8.0, help='matching radius in px')
     parser.add_argument('--thresholds', type=float, nargs='+',
-                        default=[round(0.05 * i, 2) for i in range(1, 20)])
+                        default=[0.01, 0.02] + [round(0.05 * i, 2) for i in range(1, 20)]
+                        + [0.98, 0.99], help='score thresholds (default 0.01, 0.02, 0.05, '
+                        '0.10, ..., 0.95, 0.98, 0.99)')
     parser.add_argument('--fixed', type=float, default=0.5, help='the reference threshold')
     parser.add_argument('--out-png', help='precision-recall plot')
     parser.add_argument('--out-json', help='all rows and summaries')
