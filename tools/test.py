@@ -12,7 +12,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import projects  # noqa: F401  (registers MMHisto components, torch.load fix)
-from projects.common.runner_utils import (add_common_args, config_scope, load_config,
+from projects.common.runner_utils import (add_common_args, config_scope,
+                                         dump_test_metrics_on_rank0, load_config,
                                          parse_args_with_rank, setup_cpu_distributed)
 
 
@@ -64,6 +65,7 @@ def main() -> None:
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    dump_test_metrics_on_rank0(runner)
     runner.test()
 
 

@@ -74,3 +74,23 @@ def setup_cpu_distributed(cfg: Config) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     os.environ.setdefault('LOCAL_RANK', '0')
+
+
+def dump_test_metrics_on_rank0(runner) -> None:
+    """Let only rank 0 write the test metrics JSON.
+
+    mmengine 0.10.7's ``LoggerHook.after_test_epoch`` dumps the metrics to
+    ``<log_dir>/<timestamp>.json`` on every rank; the ranks share the path, and concurrent
+    writes of different lengths leave a corrupt file. Other ranks keep the log line only.
+    """
+    from mmengine.dist import is_main_process
+    from mmengine.hooks import LoggerHook
+    if is_main_process():
+        return
+    for hook in runner.hooks:
+        if isinstance(hook, LoggerHook):
+            def after_test_epoch(runner, metrics=None):
+                _, log_str = runner.log_processor.get_log_after_epoch(
+                    runner, len(runner.test_dataloader), 'test', with_non_scalar=True)
+                runner.logger.info(log_str)
+            hook.after_test_epoch = after_test_epoch
