@@ -61,6 +61,8 @@ from mmdet.structures.bbox import bbox2roi, bbox_overlaps, cat_boxes, get_box_te
 from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
+from .pu_rpn_head import anchor_targets
+
 MAX_EXPONENT = 80.0
 DEFAULT_CHUNK_ELEMS = 2**22
 SWEEP_BLOCK = 16  # samples per block of the x sweep in box_density_energy
@@ -339,17 +341,9 @@ class BDERPNHead(RPNHead):
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None) -> dict:
         """Stock RPN losses with BDE-calibrated label weights (module docstring)."""
-        featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
-        if len(featmap_sizes) != self.prior_generator.num_levels:
-            raise ValueError(f'BDERPNHead: got {len(featmap_sizes)} feature levels, the '
-                             f'anchor generator has {self.prior_generator.num_levels}')
-        device = cls_scores[0].device
-        anchor_list, valid_flag_list = self.get_anchors(
-            featmap_sizes, batch_img_metas, device=device)
-        (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
-         avg_factor) = self.get_targets(
-             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
-             batch_gt_instances_ignore=batch_gt_instances_ignore)
+        (anchor_list, valid_flag_list, (labels_list, label_weights_list, bbox_targets_list,
+                                        bbox_weights_list, avg_factor)) = anchor_targets(
+            self, cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
 
         num_level_anchors = [anchors.size(0) for anchors in anchor_list[0]]
         concat_anchors = [get_box_tensor(cat_boxes(a)) for a in anchor_list]

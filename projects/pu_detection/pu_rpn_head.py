@@ -19,6 +19,27 @@ from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
 
+def anchor_targets(head: RPNHead, cls_scores: List[Tensor], batch_gt_instances: InstanceList,
+                   batch_img_metas: List[dict],
+                   batch_gt_instances_ignore: OptInstanceList = None) -> tuple:
+    """The first half of mmdet's ``AnchorHead.loss_by_feat``: anchors and sampled targets.
+
+    Returns ``(anchor_list, valid_flag_list, (labels, label_weights, bbox_targets,
+    bbox_weights, avg_factor))`` as ``get_anchors`` / ``get_targets`` give them; ValueError
+    naming the head when the number of feature levels is not the anchor generator's.
+    """
+    featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
+    if len(featmap_sizes) != head.prior_generator.num_levels:
+        raise ValueError(f'{type(head).__name__}: got {len(featmap_sizes)} feature levels, '
+                         f'the anchor generator has {head.prior_generator.num_levels}')
+    anchor_list, valid_flag_list = head.get_anchors(
+        featmap_sizes, batch_img_metas, device=cls_scores[0].device)
+    targets = head.get_targets(anchor_list, valid_flag_list, batch_gt_instances,
+                               batch_img_metas,
+                               batch_gt_instances_ignore=batch_gt_instances_ignore)
+    return anchor_list, valid_flag_list, targets[:5]
+
+
 @MODELS.register_module()
 class PURPNHead(RPNHead):
     """``RPNHead`` with one ``loss_cls`` call over all levels and images of the batch.
@@ -84,17 +105,9 @@ class PURPNHead(RPNHead):
 
         Targets, sampling and ``avg_factor`` are mmdet's (``get_anchors``/``get_targets``).
         """
-        featmap_sizes = [featmap.size()[-2:] for featmap in cls_scores]
-        if len(featmap_sizes) != self.prior_generator.num_levels:
-            raise ValueError(f'PURPNHead: got {len(featmap_sizes)} feature levels, the '
-                             f'anchor generator has {self.prior_generator.num_levels}')
-        device = cls_scores[0].device
-        anchor_list, valid_flag_list = self.get_anchors(
-            featmap_sizes, batch_img_metas, device=device)
-        (labels_list, label_weights_list, bbox_targets_list, bbox_weights_list,
-         avg_factor) = self.get_targets(
-             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
-             batch_gt_instances_ignore=batch_gt_instances_ignore)
+        (anchor_list, _, (labels_list, label_weights_list, bbox_targets_list,
+                          bbox_weights_list, avg_factor)) = anchor_targets(
+            self, cls_scores, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
 
         # classification: all levels and images at once (one clamp for eq. 11)
         scores, labels, label_weights = self.flatten_cls(cls_scores, labels_list,

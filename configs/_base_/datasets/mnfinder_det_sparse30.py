@@ -6,23 +6,11 @@
 # as training (the PU protocol's incomplete validation set, used by the prior sweep).
 _base_ = './mnfinder_det.py'
 sparsify = dict(type='SparsifyAnnotations', mode='nested', fraction=0.3, seed=0)
-train_pipeline = [
-    dict(type='StrictLoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    sparsify,
-    dict(type='RandomCrop', crop_size=(256, 256), allow_negative_crop=True),
-    dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical', 'diagonal']),
-    dict(type='PackDetInputs')
-]
-val_pipeline = [
-    dict(type='StrictLoadImageFromFile'),
-    dict(type='Resize', scale_factor=1.0),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='LoadPointAnnotations'),
-    sparsify,
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
-                    'gt_points'))
-]
+# SparsifyAnnotations goes right after LoadAnnotations in training (before any random crop)
+# and right before PackDetInputs in validation; the test pipeline is left complete.
+train_pipeline = [s for t in _base_.train_pipeline
+                  for s in ([t, sparsify] if t['type'] == 'LoadAnnotations' else [t])]
+val_pipeline = [s for t in _base_.test_pipeline
+                for s in ([sparsify, t] if t['type'] == 'PackDetInputs' else [t])]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=val_pipeline))
