@@ -564,6 +564,201 @@ def test_cell_detection_coco_ap_matches_pycocotools(tmp_path):
     assert res['coco_AP50'] == pytest.approx(ev.stats[1], rel=1e-9)
 
 
+# ------------------------------------------- CellDetectionMetric: exclusive recall
+# Exclusive cross-entropy paper, Sect. 4.1: Rec_exc(y) = Rec(y) * (1 - Rec(!= y)).
+# Classes 0 'nucleus', 1 'micronucleus'; 10x10 boxes whose centres are the points below.
+NUC, MIC = 0, 1
+
+
+def _box(x, y):
+    return [x - 5, y - 5, x + 5, y + 5]
+
+
+def _points_sample(gt, pred, img_id, ignored=()):
+    """gt / pred: lists of ((x, y), label); ``ignored``: indices into gt."""
+    s = _det_sample([_box(*p) for p, _ in gt], [c for _, c in gt],
+                    [_box(*p) for p, _ in pred], [0.9] * len(pred), [c for _, c in pred],
+                    img_id=img_id)
+    if ignored:
+        s['gt_instances']['ignore_flags'] = torch.tensor(
+            [i in ignored for i in range(len(gt))])
+    return s
+
+
+def _build_excl(classes=('nucleus', 'micronucleus'), **kwargs):
+    from mmdet.registry import METRICS
+    kwargs.setdefault('exclusive_recall', True)
+    metric = METRICS.build(dict(type='CellDetectionMetric', radius=5, coco_ap=False,
+                                **kwargs))
+    metric.dataset_meta = dict(classes=classes)
+    return metric
+
+
+# Image A: nuclei N1 (20,20), N2 (60,20), N3 (100,20), N4 (140,20); micronuclei
+# M1 (20,100), M2 (60,100).
+#   labelled nucleus: (21,20) -> N1, (60,22) -> N2, (100,20) -> N3, (20,102) -> M1 (2 px:
+#     an other-class hit), (60,108): 8 px from M2 > radius 5 -> matches nothing
+#   labelled micronucleus: (60,101) -> M2, (140,18) -> N4 (other-class hit)
+IMG_A = dict(
+    gt=[((20, 20), NUC), ((60, 20), NUC), ((100, 20), NUC), ((140, 20), NUC),
+        ((20, 100), MIC), ((60, 100), MIC)],
+    pred=[((21, 20), NUC), ((60, 22), NUC), ((100, 20), NUC), ((20, 102), NUC),
+          ((60, 108), NUC), ((60, 101), MIC), ((140, 18), MIC)])
+# Image B: nuclei N5 (30,30), N6 (36,30); micronuclei M3 (100,100), M4 (150,150).
+#   labelled nucleus: (30,31) -> N5 (6.08 px from N6: too far)
+#   labelled micronucleus: (33,30) is 3 px from both N5 and N6 but matches only one of
+#     them (one-to-one); (100,100) -> M3; M4 is missed
+IMG_B = dict(
+    gt=[((30, 30), NUC), ((36, 30), NUC), ((100, 100), MIC), ((150, 150), MIC)],
+    pred=[((30, 31), NUC), ((33, 30), MIC), ((100, 100), MIC)])
+
+
+def test_exclusive_recall_single_image_hand_case():
+    metric = _build_excl()
+    metric.process({}, [_points_sample(img_id='A', **IMG_A)])
+    res = metric.evaluate(1)
+    # nucleus: Rec = 3/4 (N1-N3 of 4); Rec(!=) = 1/2 (M1 of M1, M2; the prediction 8 px
+    # from M2 does not count) -> 3/4 * (1 - 1/2) = 0.375
+    assert res['cell/nucleus_recall'] == pytest.approx(0.75)
+    assert res['cell/nucleus_recall_other'] == pytest.approx(0.5)
+    assert res['cell/nucleus_exclusive_recall'] == pytest.approx(0.375)
+    # micronucleus: Rec = 1/2 (M2; M1 is found only by a nucleus-labelled prediction);
+    # Rec(!=) = 1/4 (N4 of N1-N4) -> 1/2 * 3/4 = 0.375
+    assert res['cell/micronucleus_recall'] == pytest.approx(0.5)
+    assert res['cell/micronucleus_recall_other'] == pytest.approx(0.25)
+    assert res['cell/micronucleus_exclusive_recall'] == pytest.approx(0.375)
+
+
+def test_exclusive_recall_pooled_over_images_and_one_to_one():
+    metric = _build_excl()
+    metric.process({}, [_points_sample(img_id='A', **IMG_A)])
+    metric.process({}, [_points_sample(img_id='B', **IMG_B)])
+    res = metric.compute_metrics(metric.results)
+    # nucleus: Rec = (3 + 1) / (4 + 2) = 2/3; Rec(!=) = (1 + 0) / (2 + 2) = 1/4
+    # -> 2/3 * 3/4 = 1/2 (the mean of the per-image values, (0.375 + 1/2 * 1) / 2 =
+    # 0.4375, would differ)
+    assert res['nucleus_recall'] == pytest.approx(2 / 3)
+    assert res['nucleus_recall_other'] == pytest.approx(0.25)
+    assert res['nucleus_exclusive_recall'] == pytest.approx(0.5)
+    # micronucleus: Rec = (1 + 1) / (2 + 2) = 1/2; Rec(!=) = (1 + 1) / (4 + 2) = 1/3 (the
+    # prediction between N5 and N6 counts once) -> 1/2 * 2/3 = 1/3
+    assert res['micronucleus_recall'] == pytest.approx(0.5)
+    assert res['micronucleus_recall_other'] == pytest.approx(1 / 3)
+    assert res['micronucleus_exclusive_recall'] == pytest.approx(1 / 3)
+    # the flag only adds the per-class keys: every other key equals a run without it
+    plain = _build_det(radius=5, coco_ap=False)
+    plain.dataset_meta = dict(classes=('nucleus', 'micronucleus'))
+    plain.process({}, [_points_sample(img_id='A', **IMG_A), _points_sample(img_id='B', **IMG_B)])
+    res_plain = plain.compute_metrics(plain.results)
+    assert set(res) - set(res_plain) == {f'{c}_{k}' for c in ('nucleus', 'micronucleus')
+                                         for k in ('recall', 'recall_other',
+                                                   'exclusive_recall')}
+    assert all(res[k] == res_plain[k] for k in res_plain)
+
+
+def test_exclusive_recall_with_classwise_shares_class_recall():
+    metric = _build_excl(classwise=True)
+    metric.process({}, [_points_sample(img_id='A', **IMG_A)])
+    res = metric.compute_metrics(metric.results)
+    # classwise nucleus: tp 3, fp 2 ((20,102) and (60,108) are not nuclei), fn 1
+    assert res['nucleus_recall'] == pytest.approx(0.75)
+    assert res['nucleus_precision'] == pytest.approx(0.6)
+    assert res['nucleus_exclusive_recall'] == pytest.approx(0.375)
+
+
+def test_exclusive_recall_no_other_class_gt_and_ignored_gt():
+    # Only nuclei in the set: N1 (20,20), N2 (60,20); one prediction labelled nucleus on N1.
+    # nucleus: Rec = 1/2; Rec(!=) has denominator 0 and a counted nucleus prediction ->
+    # 0.0 (module convention) -> exclusive 1/2.
+    # micronucleus: no GT and no prediction -> Rec = 1.0; Rec(!=) = 0/2 -> exclusive 1.0
+    gt = [((20, 20), NUC), ((60, 20), NUC)]
+    metric = _build_excl()
+    metric.process({}, [_points_sample(gt, [((20, 20), NUC)], img_id='n')])
+    res = metric.compute_metrics(metric.results)
+    assert (res['nucleus_recall'], res['nucleus_recall_other'],
+            res['nucleus_exclusive_recall']) == pytest.approx((0.5, 0.0, 0.5))
+    assert (res['micronucleus_recall'], res['micronucleus_recall_other'],
+            res['micronucleus_exclusive_recall']) == pytest.approx((1.0, 0.0, 1.0))
+    # no prediction at all: Rec(!= nucleus) has neither GT nor prediction -> 1.0, so the
+    # exclusive recall of nucleus is 0 * (1 - 1) = 0
+    metric = _build_excl()
+    metric.process({}, [_points_sample(gt, [], img_id='n')])
+    res = metric.compute_metrics(metric.results)
+    assert (res['nucleus_recall'], res['nucleus_recall_other'],
+            res['nucleus_exclusive_recall']) == (0.0, 1.0, 0.0)
+    # ignored GT count nowhere: N1 valid, M1 (20,100) valid, M2 (60,100) ignored; nucleus
+    # predictions on N1, M1 and M2 -> Rec(!= nucleus) = 1/1 (not 2/2, not 1/2) -> 0;
+    # Rec(micronucleus) = 0/1 (M2 is not missed either)
+    gt = [((20, 20), NUC), ((20, 100), MIC), ((60, 100), MIC)]
+    pred = [((20, 20), NUC), ((20, 100), NUC), ((60, 100), NUC)]
+    metric = _build_excl()
+    metric.process({}, [_points_sample(gt, pred, img_id='i', ignored=(2, ))])
+    res = metric.compute_metrics(metric.results)
+    assert (res['nucleus_recall'], res['nucleus_recall_other'],
+            res['nucleus_exclusive_recall']) == (1.0, 1.0, 0.0)
+    assert res['micronucleus_recall'] == 0.0
+    # the only other-class GT is ignored and absorbs the only nucleus prediction: nothing
+    # counts for Rec(!= nucleus) -> 1.0 (neither GT nor counted prediction)
+    metric = _build_excl()
+    metric.process({}, [_points_sample([((20, 20), NUC), ((60, 100), MIC)],
+                                       [((60, 100), NUC)], img_id='j', ignored=(1, ))])
+    res = metric.compute_metrics(metric.results)
+    assert (res['nucleus_recall'], res['nucleus_recall_other']) == (0.0, 1.0)
+
+
+def test_exclusive_recall_errors_and_flag_off():
+    from mmdet.registry import METRICS
+    sample = _points_sample(img_id='A', **IMG_A)
+    metric = METRICS.build(dict(type='CellDetectionMetric', coco_ap=False,
+                                exclusive_recall=True))
+    with pytest.raises(ValueError, match=r'exclusive_recall=True\) needs dataset_meta'):
+        metric.process({}, [sample])
+    metric = _build_excl(classes=('nucleus', ))
+    with pytest.raises(ValueError, match=r'CellDetectionMetric\(exclusive_recall=True\) '
+                       r'needs at least 2 classes.*got 1'):
+        metric.process({}, [sample])
+    metric = _build_excl(classes=('nucleus', 'micronucleus'))
+    bad = _points_sample([((20, 20), 2)], [], img_id='bad')
+    with pytest.raises(ValueError, match='img_id=bad: gt label 2 outside the 2 classes'):
+        metric.process({}, [bad])
+    # flag off (default): only the class-agnostic keys
+    metric = _build_excl(exclusive_recall=False)
+    metric.process({}, [sample])
+    res = metric.compute_metrics(metric.results)
+    assert set(res) == {'recall', 'precision', 'f1', 'recall_img', 'precision_img',
+                        'f1_img', 'avg_recall', 'avg_precision', 'box_recall',
+                        'box_precision', 'box_f1'}
+
+
+def test_exclusive_recall_through_whole_image_metric(tmp_path):
+    # WholeImageDetectionMetric scores its merged images with _image_result and
+    # compute_metrics of CellDetectionMetric. One 200x200 frame = image A, one patch
+    # covering it.
+    from mmdet.registry import METRICS
+    names = {NUC: 'nucleus', MIC: 'micronucleus'}
+    anns = [dict(id=i + 1, image_id=1, category_id=c + 1, bbox=[x - 5, y - 5, 10, 10],
+                 area=100, iscrowd=0) for i, ((x, y), c) in enumerate(IMG_A['gt'])]
+    ann_file = str(tmp_path / 'frames.json')
+    with open(ann_file, 'w') as f:
+        json.dump(dict(images=[dict(id=1, file_name='a.png', width=200, height=200)],
+                       annotations=anns,
+                       categories=[dict(id=c + 1, name=n) for c, n in names.items()]), f)
+    metric = METRICS.build(dict(type='WholeImageDetectionMetric', ann_file=ann_file,
+                                radius=5, coco_ap=False, exclusive_recall=True))
+    metric.dataset_meta = dict(classes=('nucleus', 'micronucleus'))
+    patch = _points_sample([], IMG_A['pred'], img_id='p0')
+    del patch['gt_instances']
+    patch.update(parent='a.png', offset=[0, 0], ori_shape=(200, 200))
+    metric.process({}, [patch])
+    res = metric.compute_metrics(metric.results)
+    # same numbers as test_exclusive_recall_single_image_hand_case (no box overlaps
+    # another by IoU > 0.5, so NMS keeps all seven predictions)
+    assert (res['nucleus_recall'], res['nucleus_recall_other'],
+            res['nucleus_exclusive_recall']) == pytest.approx((0.75, 0.5, 0.375))
+    assert (res['micronucleus_recall'], res['micronucleus_recall_other'],
+            res['micronucleus_exclusive_recall']) == pytest.approx((0.5, 0.25, 0.375))
+
+
 # ------------------------------------------------------------------------ NucleiMetric
 
 

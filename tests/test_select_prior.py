@@ -11,6 +11,7 @@ from mmengine.config import Config
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                             'analysis_tools'))
 import select_prior as sp  # noqa: E402
+from projects.common.child_runs import TIMESTAMP  # noqa: E402
 
 from conftest import TINY_DET, run_tool, write_config  # noqa: E402
 
@@ -42,7 +43,7 @@ def _pu_config(tmp_path, data: str) -> str:
 
 
 def _runs(child_dir: str) -> list:
-    return sorted(d for d in os.listdir(child_dir) if sp.TIMESTAMP.match(d))
+    return sorted(d for d in os.listdir(child_dir) if TIMESTAMP.match(d))
 
 
 def _last_val_independent(child_dir: str) -> dict:
@@ -259,18 +260,18 @@ def test_finished_result_needs_same_config_and_done_run(tmp_path, capsys):
     scalars = _write_scalars(child, '20260101_000000', [{'cell/recall': 0.7, 'step': 2}])
     with open(cfg_path, 'w') as f:
         f.write('a = 1\n')
-    assert sp.finished_result(child, cfg_path, 'cell/recall') is None  # no done file
-    done = dict(config_sha256=sp._sha256(cfg_path), scalars=osp.abspath(scalars), returncode=0)
+    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None  # no done file
+    done = dict(config_sha256=sp.sha256_file(cfg_path), scalars=osp.abspath(scalars), returncode=0)
     with open(osp.join(child, sp.DONE_FILE), 'w') as f:
         json.dump(done, f)
-    assert sp.finished_result(child, cfg_path, 'cell/recall')['cell/recall'] == 0.7
+    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE)['cell/recall'] == 0.7
     # a later (unfinished) run folder: its result is not the finished one
     _write_scalars(child, '20260102_000000', [{'cell/recall': 0.1, 'step': 1}])
-    assert sp.finished_result(child, cfg_path, 'cell/recall') is None
+    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
     # a changed config is retrained
     with open(cfg_path, 'w') as f:
         f.write('a = 2\n')
-    assert sp.finished_result(child, cfg_path, 'cell/recall') is None
+    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
     assert 'differs from the finished run: retraining' in capsys.readouterr().out
 
 

@@ -79,6 +79,8 @@ fi
 
 # 4. mmdet, mmseg, the scientific stack, the tests' needs and MMHisto itself (editable).
 "${pip[@]}" install -r requirements/mminstall.txt -r requirements/tests.txt -e .
+# test references whose metadata pins an old torch (see the file): without dependencies
+"${pip[@]}" install --no-deps -r requirements/tests_nodeps.txt
 
 if "${pip[@]}" show torchvision >/dev/null 2>&1; then
     echo "[mmhisto] ERROR: a dependency pulled torchvision into $venv; it does not match" \

@@ -469,6 +469,35 @@ def _format_table(rows: List[Tuple[str, ...]]) -> str:
     return '\n'.join(lines)
 
 
+def _other_class_counts(points: np.ndarray, labels: np.ndarray, ign_points: np.ndarray,
+                        ign_labels: np.ndarray, p_points: np.ndarray, p_labels: np.ndarray,
+                        n_classes: int, pair_fn: PairFn) -> np.ndarray:
+    """(n_classes, 3) tp, fp, fn for Rec(!= y) of one image: for each class y, the valid
+    GT of the classes != y matched one-to-one (:func:`_match_counts`) by the predictions
+    labelled y; ignored GT of the classes != y act as in :func:`_match_counts`."""
+    out = np.zeros((n_classes, 3), dtype=np.int64)
+    for c in range(n_classes):
+        out[c] = _match_counts(points[labels != c], p_points[p_labels == c], pair_fn,
+                               ign_points[ign_labels != c])
+    return out
+
+
+def _exclusive_recall(own: Sequence[int], other: Sequence[int]) -> Tuple[float, float, float]:
+    """(Rec(y), Rec(!= y), Rec_exc(y)) from pooled (tp, fp, fn) counts.
+
+    Exclusive recall, Sect. 4.1 of the exclusive cross-entropy paper:
+    Rec_exc(y) = Rec(y) * (1 - Rec(!= y)). ``own``: counts of GT of class y against the
+    predictions labelled y, so Rec(y) = tp / (tp + fn) is the class recall. ``other``:
+    counts of GT of the classes != y against the same predictions labelled y, so
+    Rec(!= y) = (# other-class GT detected as y) / (# valid other-class GT). Zero
+    denominators follow :func:`_prf` (1.0 if there are neither GT nor counted predictions,
+    else 0.0).
+    """
+    rec = _prf(*(int(v) for v in own))[0]
+    rec_other = _prf(*(int(v) for v in other))[0]
+    return rec, rec_other, rec * (1.0 - rec_other)
+
+
 @register(METRICS)
 class CellDetectionMetric(BaseMetric):
     """Cell detection scores: point matching (recall / precision / F1), box matching and
@@ -505,9 +534,32 @@ class CellDetectionMetric(BaseMetric):
       valid GT (COCO's "undefined"), 0.0 when it has GT but no prediction.
     * ``{class}_recall``, ``{class}_precision``, ``{class}_f1`` (``classwise=True``):
       point matching restricted to GT and predictions of that class, pooled.
+    * ``{class}_exclusive_recall``, ``{class}_recall_other``, ``{class}_recall``
+      (``exclusive_recall=True``, independent of ``classwise``): the exclusive recall of
+      the exclusive cross-entropy paper (Sect. 4.1 "Evaluation"),
+      Rec_exc(y) = Rec(y) * (1 - Rec(!= y)), with
+
+      - Rec(y) (``{class}_recall``, the same value ``classwise=True`` reports) = # valid
+        GT of class y matched by predictions labelled y / # valid GT of class y;
+      - Rec(!= y) (``{class}_recall_other``) = # valid GT of the classes != y matched by
+        predictions labelled y / # valid GT of the classes != y.
+
+      Both use the one-to-one point matching within ``radius`` px of ``recall`` on the
+      predictions labelled y (score >= ``score_thr``, within ``max_per_img``); the two
+      matchings are separate, so one prediction labelled y may match a GT of class y in
+      the first and a GT of another class in the second. Ignored GT are neither found
+      nor missed (they enter no numerator or denominator); as everywhere, a prediction
+      they absorb is not counted, which only matters for the empty case. Counts are
+      summed over all images, then divided; a zero denominator follows the module
+      convention (e.g. no GT of another class: Rec(!= y) = 0.0 if some prediction is
+      labelled y, 1.0 if none).
 
     A ratio with zero denominator follows the module convention (1.0 if there is neither
     GT nor prediction, else 0.0).
+
+    ``classwise`` and ``exclusive_recall`` need ``dataset_meta['classes']`` (set by the
+    evaluator from the dataset); ``exclusive_recall`` needs at least 2 classes. Labels
+    outside the classes raise a ValueError naming the image.
     """
 
     default_prefix: Optional[str] = 'cell'
@@ -515,7 +567,7 @@ class CellDetectionMetric(BaseMetric):
     def __init__(self, radius: float = 12.0, iou_thr: float = 0.5, score_thr: float = 0.5,
                  max_per_img: int = 100, classwise: bool = False, coco_ap: bool = True,
                  prefix: Optional[str] = 'cell', collect_device: str = 'cpu',
-                 coco_max_dets: int = 1000) -> None:
+                 coco_max_dets: int = 1000, exclusive_recall: bool = False) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if not np.isfinite(radius) or radius < 0:
             raise ValueError(f'CellDetectionMetric: radius must be >= 0, got {radius}')
@@ -531,12 +583,21 @@ class CellDetectionMetric(BaseMetric):
         self.classwise = classwise
         self.coco_ap = coco_ap
         self.coco_max_dets = int(coco_max_dets)
+        self.exclusive_recall = bool(exclusive_recall)
 
     def _classes(self) -> Sequence[str]:
+        """``dataset_meta['classes']``; ValueError if missing (or, with
+        ``exclusive_recall``, fewer than 2)."""
+        flag = 'classwise' if self.classwise else 'exclusive_recall'
         classes = (self.dataset_meta or {}).get('classes')
         if not classes:
-            raise ValueError('CellDetectionMetric(classwise=True) needs dataset_meta["classes"]'
+            raise ValueError(f'CellDetectionMetric({flag}=True) needs dataset_meta["classes"]'
                              ' (set by the evaluator from the dataset); it is missing')
+        if self.exclusive_recall and len(classes) < 2:
+            raise ValueError(
+                f'{type(self).__name__}(exclusive_recall=True) needs at least 2 classes in '
+                f'dataset_meta["classes"] (Rec(!= y) counts the GT of the other classes), '
+                f'got {len(classes)}: {tuple(classes)}')
         return list(classes)
 
     def _read_gt(self, sample: Any, name: str) -> Dict[str, np.ndarray]:
@@ -613,7 +674,7 @@ class CellDetectionMetric(BaseMetric):
         result = dict(
             points=np.array(_match_counts(gt['points'], p_points, pt, gt['ign_points'])),
             boxes=np.array(_match_counts(gt['boxes'], p_boxes, bx, gt['ign_boxes'])))
-        if self.classwise:
+        if self.classwise or self.exclusive_recall:
             classes = self._classes()
             for what, labels in (('gt', gt['labels']), ('pred', p_labels),
                                  ('ignored gt', gt['ign_labels'])):
@@ -626,6 +687,10 @@ class CellDetectionMetric(BaseMetric):
                                              p_points[p_labels == c], pt,
                                              gt['ign_points'][gt['ign_labels'] == c])
             result['per_class'] = per_class
+            if self.exclusive_recall:
+                result['per_class_other'] = _other_class_counts(
+                    gt['points'], gt['labels'], gt['ign_points'], gt['ign_labels'], p_points,
+                    p_labels, len(classes), pt)
         if self.coco_ap:
             result.update(
                 gt_boxes=gt['boxes'].astype(np.float32), gt_labels=gt['labels'],
@@ -723,12 +788,34 @@ class CellDetectionMetric(BaseMetric):
                 metrics[f'{name}_f1'] = f1
                 rows.append((str(name), str(tp + fn), str(tp), str(fp), str(fn),
                              f'{rec:.4f}', f'{prec:.4f}', f'{f1:.4f}'))
+        excl_rows = [('class', 'gt', 'found', 'recall', 'gt other', 'other found',
+                      'recall_other', 'exclusive_recall')]
+        if self.exclusive_recall:
+            classes = self._classes()
+            own = np.zeros((len(classes), 3), dtype=np.int64)
+            other = np.zeros((len(classes), 3), dtype=np.int64)
+            for r in results:
+                own += r['per_class']
+                other += r['per_class_other']
+            for name, c_own, c_other in zip(classes, own, other):
+                rec, rec_other, exc = _exclusive_recall(c_own, c_other)
+                metrics[f'{name}_recall'] = rec
+                metrics[f'{name}_recall_other'] = rec_other
+                metrics[f'{name}_exclusive_recall'] = exc
+                excl_rows.append((str(name), str(c_own[0] + c_own[2]), str(c_own[0]),
+                                  f'{rec:.4f}', str(c_other[0] + c_other[2]),
+                                  str(c_other[0]), f'{rec_other:.4f}', f'{exc:.4f}'))
         print_log(
             f'Cell detection over {len(results)} images (point matching, radius '
             f'{self.radius:g} px, score >= {self.score_thr:g}):\n' + _format_table(rows)
             + f'\naverage recall {metrics["avg_recall"]:.4f} over {n_gt} images with GT, '
             f'average precision {metrics["avg_precision"]:.4f} over {n_pred} images with '
             'predictions', logger='current')
+        if self.exclusive_recall:
+            print_log(
+                'Exclusive recall Rec(y) * (1 - Rec(!= y)) (point matching, radius '
+                f'{self.radius:g} px; "other found": GT of the other classes matched by '
+                'predictions labelled y):\n' + _format_table(excl_rows), logger='current')
         return metrics
 
 
@@ -878,11 +965,12 @@ class WholeImageDetectionMetric(CellDetectionMetric):
                  max_per_patch: int = 100, radius: float = 12.0, iou_thr: float = 0.5,
                  score_thr: float = 0.5, max_per_img: int = 10000, classwise: bool = False,
                  coco_ap: bool = True, prefix: Optional[str] = 'cell',
-                 collect_device: str = 'cpu', coco_max_dets: int = 10000) -> None:
+                 collect_device: str = 'cpu', coco_max_dets: int = 10000,
+                 exclusive_recall: bool = False) -> None:
         super().__init__(radius=radius, iou_thr=iou_thr, score_thr=score_thr,
                          max_per_img=max_per_img, classwise=classwise, coco_ap=coco_ap,
                          prefix=prefix, collect_device=collect_device,
-                         coco_max_dets=coco_max_dets)
+                         coco_max_dets=coco_max_dets, exclusive_recall=exclusive_recall)
         if not isinstance(nms_iou, (int, float)) or not 0 < nms_iou <= 1:
             raise ValueError(f'WholeImageDetectionMetric: nms_iou must lie in (0, 1], got '
                              f'{nms_iou!r}')

@@ -34,28 +34,22 @@ Choices:
 """
 import argparse
 import csv
-import hashlib
-import json
 import math
 import os
 import os.path as osp
-import re
-import subprocess
-import sys
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from projects.common.child_runs import (NON_METRIC_KEYS, finished_result, last_validation,
+                                        newest_scalars, run_child, sha256_file)
 from projects.common.io import atomic_write, write_json
 from projects.common.runner_utils import load_config
 
 PAPER_PRIORS = (0.02, 0.03, 0.04, 0.05, 0.06)
 DEFAULT_METRIC = 'cell/avg_recall'
-TRAIN_PY = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'train.py')
 DONE_FILE = 'select_prior_done.json'
-TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run folder name, %Y%m%d_%H%M%S
-NON_METRIC_KEYS = ('step', 'data_time', 'time')
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -130,45 +124,6 @@ def check_final_validation(cfg: Config, source: str) -> None:
                          f'training would end without a validation')
 
 
-def newest_scalars(work_dir: str) -> str:
-    """``<work_dir>/<newest timestamp>/vis_data/scalars.json`` (errors name the folder)."""
-    runs = sorted(d for d in os.listdir(work_dir) if TIMESTAMP.match(d)
-                  and osp.isdir(osp.join(work_dir, d))) if osp.isdir(work_dir) else []
-    if not runs:
-        raise FileNotFoundError(f'{work_dir}: no <timestamp> run folder written by mmengine')
-    path = osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: not found (newest run of {work_dir}; was it made '
-                                f'with LocalVisBackend?)')
-    return path
-
-
-def last_validation(path: str, metric: str) -> dict:
-    """The last validation record of a scalars.json (JSON lines; training lines have 'iter').
-
-    Raises ValueError naming the file when there is no validation record, or when the last
-    one has no ``metric`` (listing the keys it has).
-    """
-    last: Optional[dict] = None
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{path}: line {i + 1} is not JSON ({err})') from err
-            if isinstance(rec, dict) and 'iter' not in rec:
-                last = rec
-    if last is None:
-        raise ValueError(f'{path}: no validation record (did the run validate?)')
-    if metric not in last:
-        keys = sorted(k for k in last if k not in NON_METRIC_KEYS)
-        raise ValueError(f'{path}: metric {metric!r} not in the last validation record; '
-                         f'keys found: {keys}')
-    return last
-
-
 def select_best(rows: Sequence[dict], key: str = 'value') -> int:
     """Index of the row with the largest ``row[key]``; ties go to the smaller prior."""
     if not rows:
@@ -181,55 +136,11 @@ def select_best(rows: Sequence[dict], key: str = 'value') -> int:
     return min(range(len(rows)), key=lambda i: (-rows[i][key], rows[i]['prior']))
 
 
-def _sha256(path: str) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _tail(path: str, n: int = 40) -> str:
-    if not osp.isfile(path):
-        return ''
-    with open(path, errors='replace') as f:
-        return ''.join(f.readlines()[-n:])
-
-
 def make_row(prior: float, record: dict, metric: str, scalars: str, work_dir: str) -> dict:
     """One result row: the prior, the selection metric and the whole validation record."""
     return dict(prior=prior, value=float(record[metric]), step=record.get('step', None),
                 metrics={k: v for k, v in record.items() if k not in NON_METRIC_KEYS},
                 work_dir=osp.abspath(work_dir), scalars=osp.abspath(scalars))
-
-
-def finished_result(child_dir: str, cfg_path: str, metric: str) -> Optional[dict]:
-    """The last validation of a child this tool finished with the same config, else None."""
-    done = osp.join(child_dir, DONE_FILE)
-    if not osp.isfile(done):
-        return None
-    with open(done) as f:
-        info = json.load(f)
-    if info.get('config_sha256') != _sha256(cfg_path):
-        print(f'[select_prior]   {cfg_path} differs from the finished run: retraining',
-              flush=True)
-        return None
-    scalars = newest_scalars(child_dir)
-    if osp.abspath(scalars) != info.get('scalars'):
-        return None
-    return last_validation(scalars, metric)
-
-
-def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY) -> None:
-    """``tools/train.py cfg_path`` in a child process (same interpreter and environment).
-
-    Its stdout / stderr go to ``child_stdout.log`` / ``child_stderr.log`` in ``child_dir``;
-    a non-zero exit raises RuntimeError with the command, the log paths and the stderr tail.
-    """
-    out, err = osp.join(child_dir, 'child_stdout.log'), osp.join(child_dir, 'child_stderr.log')
-    cmd = [sys.executable, train_py, cfg_path, '--work-dir', child_dir]
-    with open(out, 'w') as fo, open(err, 'w') as fe:
-        code = subprocess.call(cmd, stdout=fo, stderr=fe)
-    if code != 0:
-        raise RuntimeError(f'{" ".join(cmd)} exited with {code} (logs: {out}, {err}); '
-                           f'last lines of its stderr:\n{_tail(err)}')
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -332,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         os.makedirs(child_dir, exist_ok=True)
         atomic_write(cfg_path, cfg.dump)
         head = f'[select_prior] ({i + 1}/{len(priors)}) prior {tag}'
-        record = finished_result(child_dir, cfg_path, args.metric) if args.resume else None
+        record = finished_result(child_dir, cfg_path, args.metric, DONE_FILE) if args.resume else None
         if record is not None:
             scalars = newest_scalars(child_dir)
             print(f'{head}: finished before, not retrained ({scalars})', flush=True)
@@ -346,7 +257,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
             run_child(cfg_path, child_dir)
             scalars = newest_scalars(child_dir)
             record = last_validation(scalars, args.metric)
-            write_json(done, dict(config_sha256=_sha256(cfg_path), scalars=osp.abspath(scalars),
+            write_json(done, dict(config_sha256=sha256_file(cfg_path),
+                                  scalars=osp.abspath(scalars),
                                   returncode=0))
             print(f'{head}: {args.metric} = {float(record[args.metric]):.4f} '
                   f'({time.time() - t0:.0f} s)', flush=True)

@@ -7,5 +7,5 @@ train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='CellDetectionMetric', radius=6.0, score_thr=0.5, max_per_img=1000,
-                     classwise=True)
+                     classwise=True, exclusive_recall=True)
 test_evaluator = val_evaluator

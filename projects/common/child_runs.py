@@ -1,0 +1,107 @@
+"""Training runs in child processes and the records they leave (shared by the sweep tools).
+
+A child is ``tools/train.py CONFIG --work-dir DIR`` run with the same interpreter; its
+stdout / stderr go to ``DIR/child_stdout.log`` / ``child_stderr.log``. Results are read
+from mmengine's ``DIR/<timestamp>/vis_data/scalars.json``; a tool marks a finished child
+with a small JSON "done" file holding the SHA-256 of the config it trained, so that
+``--resume`` retrains only what changed.
+"""
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+from typing import Dict, Optional
+
+TRAIN_PY = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+                    'train.py')
+TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run folder name, %Y%m%d_%H%M%S
+NON_METRIC_KEYS = ('step', 'data_time', 'time')
+
+
+def newest_scalars(work_dir: str) -> str:
+    """``<work_dir>/<newest timestamp>/vis_data/scalars.json`` (errors name the folder)."""
+    runs = sorted(d for d in os.listdir(work_dir) if TIMESTAMP.match(d)
+                  and osp.isdir(osp.join(work_dir, d))) if osp.isdir(work_dir) else []
+    if not runs:
+        raise FileNotFoundError(f'{work_dir}: no <timestamp> run folder written by mmengine')
+    path = osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: not found (newest run of {work_dir}; was it made '
+                                f'with LocalVisBackend?)')
+    return path
+
+
+def last_validation(path: str, metric: str) -> dict:
+    """The last validation record of a scalars.json (JSON lines; training lines have 'iter').
+
+    Raises ValueError naming the file when there is no validation record, or when the last
+    one has no ``metric`` (listing the keys it has).
+    """
+    last: Optional[dict] = None
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f'{path}: line {i + 1} is not JSON ({err})') from err
+            if isinstance(rec, dict) and 'iter' not in rec:
+                last = rec
+    if last is None:
+        raise ValueError(f'{path}: no validation record (did the run validate?)')
+    if metric not in last:
+        keys = sorted(k for k in last if k not in NON_METRIC_KEYS)
+        raise ValueError(f'{path}: metric {metric!r} not in the last validation record; '
+                         f'keys found: {keys}')
+    return last
+
+
+def sha256_file(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def tail(path: str, n: int = 40) -> str:
+    if not osp.isfile(path):
+        return ''
+    with open(path, errors='replace') as f:
+        return ''.join(f.readlines()[-n:])
+
+
+def finished_result(child_dir: str, cfg_path: str, metric: str,
+                    done_file: str) -> Optional[dict]:
+    """The last validation of a child this tool finished with the same config, else None."""
+    done = osp.join(child_dir, done_file)
+    if not osp.isfile(done):
+        return None
+    with open(done) as f:
+        info = json.load(f)
+    if info.get('config_sha256') != sha256_file(cfg_path):
+        print(f'[child_runs]   {cfg_path} differs from the finished run: retraining',
+              flush=True)
+        return None
+    scalars = newest_scalars(child_dir)
+    if osp.abspath(scalars) != info.get('scalars'):
+        return None
+    return last_validation(scalars, metric)
+
+
+def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
+              env: Optional[Dict[str, str]] = None) -> None:
+    """``tools/train.py cfg_path`` in a child process (same interpreter and environment).
+
+    Its stdout / stderr go to ``child_stdout.log`` / ``child_stderr.log`` in ``child_dir``;
+    ``env`` adds environment variables; a non-zero exit raises RuntimeError with the command, the log paths and the stderr tail.
+    """
+    out, err = osp.join(child_dir, 'child_stdout.log'), osp.join(child_dir, 'child_stderr.log')
+    cmd = [sys.executable, train_py, cfg_path, '--work-dir', child_dir]
+    with open(out, 'w') as fo, open(err, 'w') as fe:
+        code = subprocess.call(cmd, stdout=fo, stderr=fe,
+                               env=None if env is None else {**os.environ, **env})
+    if code != 0:
+        raise RuntimeError(f'{" ".join(cmd)} exited with {code} (logs: {out}, {err}); '
+                           f'last lines of its stderr:\n{tail(err)}')

@@ -1,0 +1,16 @@
+"""Exclusive (focal) cross-entropy for sparse-shot detection and segmentation
+(Panteli et al., ICCV 2021).
+
+Importing registers ExclusiveCrossEntropyLoss (mmdet and mmseg MODELS; eqs. 7-8 with the
+paper's and the ece-loss package's schedules), ExclusivityScheduleHook, and the
+YOLLO-style detector (YOLLO, YOLLOHead: one stride-4 map, per-cell class logits and centre
+offset, fixed-size boxes).
+"""
+from .ece_loss import ExclusiveCrossEntropyLoss, anneal, exclusive_ce
+from .hooks import ExclusivityScheduleHook, ece_losses
+
+__all__ = ['ExclusiveCrossEntropyLoss', 'anneal', 'exclusive_ce', 'ExclusivityScheduleHook',
+           'ece_losses']
+from .yollo import YOLLO, YOLLOHead, valid_cells, yollo_targets  # noqa: E402
+
+__all__ += ['YOLLO', 'YOLLOHead', 'valid_cells', 'yollo_targets']
