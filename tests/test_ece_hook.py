@@ -69,7 +69,7 @@ def _runner(work_dir, loop: dict, record: _Record, model=None, resume=False,
         train_cfg=loop, custom_hooks=[dict(type='ExclusivityScheduleHook'), record],
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
                                            by_epoch=loop.get('by_epoch', True))),
-        resume=resume, load_from=load_from, default_scope='mmengine',
+        resume=resume, load_from=load_from, default_scope='mmdet',
         env_cfg=dict(dist_cfg=dict(backend='gloo')), log_level='WARNING')
 
 
