@@ -28,6 +28,13 @@ def test_schedules_by_hand():
     assert anneal('package_sigmoid', 0.5, epoch=50) == pytest.approx(0.25)
     assert anneal('package_sigmoid', 0.5, epoch=60) == pytest.approx(0.5 / (1 + math.exp(-1)))
     assert anneal('package_sigmoid', 0.5, epoch=-1e6) == 0.0
+    # relative form: the package's 300-epoch constants as fractions of training;
+    # at progress 0.5 = 150/300 the background rate is 0.5 * sigmoid(0) = 0.25, and at
+    # progress 0.2 the threshold is 0.5 * sigmoid((0.2 - 1/6) * 30) = 0.5 * sigmoid(1)
+    assert anneal('relative_sigmoid', 0.5, progress=0.5, center=0.5,
+                  temperature=1 / 30) == pytest.approx(0.25)
+    assert anneal('relative_sigmoid', 0.5, progress=0.2, center=1 / 6,
+                  temperature=1 / 30) == pytest.approx(0.5 / (1 + math.exp(-1)))
     with pytest.raises(ValueError, match='schedule'):
         anneal('cosine', 0.5)
 

@@ -13,7 +13,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 TRAIN_PY = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
                     'train.py')
@@ -34,13 +34,10 @@ def newest_scalars(work_dir: str) -> str:
     return path
 
 
-def last_validation(path: str, metric: str) -> dict:
-    """The last validation record of a scalars.json (JSON lines; training lines have 'iter').
-
-    Raises ValueError naming the file when there is no validation record, or when the last
-    one has no ``metric`` (listing the keys it has).
-    """
-    last: Optional[dict] = None
+def scalar_records(path: str) -> Iterator[dict]:
+    """The JSON records of an mmengine ``scalars.json`` (one per line; training records
+    have 'iter', validation records 'step'); a line that is not a JSON object is an error
+    naming the file and the line."""
     with open(path) as f:
         for i, line in enumerate(f):
             if not line.strip():
@@ -49,8 +46,21 @@ def last_validation(path: str, metric: str) -> dict:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f'{path}: line {i + 1} is not JSON ({err})') from err
-            if isinstance(rec, dict) and 'iter' not in rec:
-                last = rec
+            if not isinstance(rec, dict):
+                raise ValueError(f'{path}: line {i + 1} is not a JSON object')
+            yield rec
+
+
+def last_validation(path: str, metric: str) -> dict:
+    """The last validation record of a scalars.json (JSON lines; training lines have 'iter').
+
+    Raises ValueError naming the file when there is no validation record, or when the last
+    one has no ``metric`` (listing the keys it has).
+    """
+    last: Optional[dict] = None
+    for rec in scalar_records(path):
+        if 'iter' not in rec:
+            last = rec
     if last is None:
         raise ValueError(f'{path}: no validation record (did the run validate?)')
     if metric not in last:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from projects.common.registry import MODELS, register
 
-SCHEDULES = ('fixed', 'linear', 'sigmoid', 'package_sigmoid')
+SCHEDULES = ('fixed', 'linear', 'sigmoid', 'package_sigmoid', 'relative_sigmoid')
 CONFIDENCES = ('probability', 'margin', 'logit')
 # 1 - exp(-ce) is clamped here before the focal power: (.)^gamma with gamma < 1 has an
 # infinite derivative at 0, and autograd would turn inf * 0 into NaN for a term whose
@@ -40,7 +40,10 @@ def anneal(schedule: str, value: float, epoch: float = 0.0, progress: float = 0.
     ``value * progress`` (``rho = 0.75 rho_t, rho_t: 0 -> 1``); 'sigmoid'
     ``sigmoid(value * progress)`` (``rho = sigma(rho_linear)``, read literally: it moves
     from 0.5 to sigma(value)). 'package_sigmoid' is the ``ece-loss`` package's
-    ``sigmoid((epoch - center) / temperature) * value``.
+    ``sigmoid((epoch - center) / temperature) * value``; 'relative_sigmoid' is the same
+    form over the trained fraction, ``sigmoid((progress - center) / temperature) * value``
+    (the package's constants for its 300-epoch runs become center 50/300 and 150/300,
+    temperature 10/300: the package's schedule rescaled to any length of training).
     """
     if schedule == 'fixed':
         return float(value)
@@ -48,8 +51,9 @@ def anneal(schedule: str, value: float, epoch: float = 0.0, progress: float = 0.
         return float(value) * float(progress)
     if schedule == 'sigmoid':
         return 1.0 / (1.0 + math.exp(-float(value) * float(progress)))
-    if schedule == 'package_sigmoid':
-        z = (float(epoch) - center) / temperature
+    if schedule in ('package_sigmoid', 'relative_sigmoid'):
+        t = float(epoch) if schedule == 'package_sigmoid' else float(progress)
+        z = (t - center) / temperature
         return float(value) / (1.0 + math.exp(-z)) if z > -700 else 0.0
     raise ValueError(f'anneal: schedule must be one of {SCHEDULES}, got {schedule!r}')
 

@@ -55,12 +55,11 @@ from mmengine.registry import DefaultScope
 
 import projects  # noqa: F401  (checkpoint-loading fix)
 from projects.common.io import write_json
-from projects.common.layout import track
 from projects.common.runner_utils import config_scope, load_config
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_losses import (BOX_SIDE, make_optim_wrapper, synthetic_batch,  # noqa: E402
-                              train_step)
+from benchmark_losses import (BOX_SIDE, check_int, make_optim_wrapper,  # noqa: E402
+                              summarise, synthetic_batch, time_round_robin)
 
 SEG_CONFIG = 'configs/exclusive_ce/unet-s5-d16-c16_fcn_ce_300i_synthetic-sparse30-128x128.py'
 DET_CONFIG = 'configs/exclusive_ce/yollo_r18-c32_ce_300i_synthetic-sparse30.py'
@@ -230,26 +229,6 @@ def make_batch(task: str, model: torch.nn.Module, size: int, batch: int, objects
     return synthetic_batch(size, batch, objects, int(model.bbox_head.num_classes), seed)
 
 
-def summarise(times: Dict[str, List[float]], reference: str = 'stock',
-              target: float = TARGET) -> dict:
-    """Median / mean per model and the ratio of medians model / ``reference`` for every
-    other model, with ``passed = ratio <= target``."""
-    stats = {n: dict(median_s=statistics.median(t), mean_s=statistics.fmean(t))
-             for n, t in times.items()}
-    ref = stats[reference]['median_s']
-    ratios = {}
-    for name in times:
-        if name != reference:
-            ratio = stats[name]['median_s'] / ref
-            ratios[name] = dict(ratio=ratio, target=target, passed=bool(ratio <= target))
-    return dict(stats=stats, ratios=ratios)
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
-
-
 def run_task(task: str, cfg: Config, size: int = 128, batch: int = 2, iters: int = 20,
              warmup: int = 3, seed: int = 0, objects: int = 8, focal: bool = False,
              epoch: float = 100.0, progress: float = 0.5,
@@ -261,21 +240,17 @@ def run_task(task: str, cfg: Config, size: int = 128, batch: int = 2, iters: int
         models = build_models(cfg, task, focal, size, ece_options, seed, epoch, progress)
         data = make_batch(task, models['stock'], size, batch, objects, seed)
         wrappers = {n: make_optim_wrapper(m, cfg) for n, m in models.items()}
-        times: Dict[str, List[float]] = {n: [] for n in names}
-        losses: Dict[str, List[float]] = {n: [] for n in names}
         kept: Dict[str, List[float]] = {n: [] for n in names}
-        log_keys: Dict[str, List[str]] = {}
-        for rep in track(range(warmup + iters), progress_bar):
-            for name in names:
-                sec, log_vars = train_step(models[name], wrappers[name], data, seed)
-                log_keys[name] = sorted(log_vars)
-                if rep >= warmup:
-                    times[name].append(sec)
-                    losses[name].append(log_vars['loss'])
-                    shares = [float(m.last_kept_fraction) for m in ece_losses(models[name])]
-                    if shares:
-                        kept[name].append(statistics.fmean(shares))
-    summary = summarise(times)
+
+        def record_kept(name: str) -> None:
+            shares = [float(m.last_kept_fraction) for m in ece_losses(models[name])]
+            if shares:
+                kept[name].append(statistics.fmean(shares))
+
+        times, losses, log_keys = time_round_robin({n: models[n] for n in names}, wrappers,
+                                                   data, seed, warmup, iters, progress_bar,
+                                                   record_kept)
+    summary = summarise(times, {n: TARGET for n in names if n != 'stock'})
     out = dict(config=cfg.filename, models={}, ratios=summary['ratios'])
     for name in names:
         eces = ece_losses(models[name])
@@ -295,7 +270,7 @@ def run_benchmark(cfgs: Dict[str, Config], size: int = 128, batch: int = 2, iter
     for name, value, low in (('--size', size, 32), ('--batch', batch, 1),
                              ('--iters', iters, 1), ('--warmup', warmup, 0),
                              ('--threads', threads, 1), ('--objects', objects, 1)):
-        _check_int(name, value, low)
+        check_int(name, value, low)
     if size % 32:
         raise ValueError(f'--size must be a multiple of 32 (U-Net S5-D16, detector padding),'
                          f' got {size}')
@@ -392,7 +367,7 @@ def load_configs(args: argparse.Namespace) -> Dict[str, Config]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cfgs = load_configs(args)
-    _check_int('--threads', args.threads, 1)
+    check_int('--threads', args.threads, 1)
     torch.set_num_threads(args.threads)
     print(f'benchmark_ece: {", ".join(f"{t}: {c.filename}" for t, c in cfgs.items())}; '
           f'{args.batch} x {args.size}x{args.size} images, {args.objects} objects each, '

@@ -36,7 +36,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -184,6 +184,48 @@ def train_step(model, optim_wrapper, batch: dict, seed: int) -> tuple:
                      for k, v in log_vars.items()}
 
 
+def check_int(name: str, value, low: int) -> None:
+    """A CLI count must be an integer >= ``low`` (ValueError naming the option)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+
+
+def time_round_robin(models: Dict[str, torch.nn.Module], wrappers: dict, data: dict,
+                     seed: int, warmup: int, iters: int, progress: bool = True,
+                     after_step: Optional[Callable[[str], None]] = None) -> tuple:
+    """Training steps of every model in turn (``models`` order), ``warmup`` untimed rounds
+    then ``iters`` timed ones; ``after_step(name)`` runs after each timed step. Returns
+    ``(times, losses, log_keys)``: per model the step times (s), the total losses and the
+    sorted log keys of its last step."""
+    times: Dict[str, List[float]] = {n: [] for n in models}
+    losses: Dict[str, List[float]] = {n: [] for n in models}
+    log_keys: Dict[str, List[str]] = {}
+    for rep in track(range(warmup + iters), progress):
+        for name, model in models.items():
+            sec, log_vars = train_step(model, wrappers[name], data, seed)
+            log_keys[name] = sorted(log_vars)
+            if rep >= warmup:
+                times[name].append(sec)
+                losses[name].append(log_vars['loss'])
+                if after_step is not None:
+                    after_step(name)
+    return times, losses, log_keys
+
+
+def summarise(times: Dict[str, List[float]], targets: Dict[str, float],
+              reference: str = 'stock') -> dict:
+    """Median / mean per model, and for every model of ``targets`` the ratio of medians
+    model / ``reference`` with ``passed = ratio <= target``."""
+    stats = {n: dict(median_s=statistics.median(t), mean_s=statistics.fmean(t))
+             for n, t in times.items()}
+    ref = stats[reference]['median_s']
+    ratios = {}
+    for name, target in targets.items():
+        ratio = stats[name]['median_s'] / ref
+        ratios[name] = dict(ratio=ratio, target=target, passed=bool(ratio <= target))
+    return dict(stats=stats, ratios=ratios)
+
+
 def run_benchmark(cfg: Config, size: int = 256, batch: int = 2, iters: int = 20,
                   warmup: int = 3, threads: int = 1, seed: int = 0, boxes: int = 8,
                   rpn_prior: float = 0.24, roi_prior: float = 0.6,
@@ -192,23 +234,15 @@ def run_benchmark(cfg: Config, size: int = 256, batch: int = 2, iters: int = 20,
     for name, value, low in (('--size', size, 32), ('--batch', batch, 1), ('--iters', iters, 1),
                              ('--warmup', warmup, 0), ('--threads', threads, 1),
                              ('--boxes', boxes, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+        check_int(name, value, low)
     torch.set_num_threads(threads)
     models = build_models(cfg, rpn_prior, roi_prior, seed)
     num_classes = int(models['stock'].roi_head.bbox_head.num_classes)
     data = synthetic_batch(size, batch, boxes, num_classes, seed)
     wrappers = {n: make_optim_wrapper(m, cfg) for n, m in models.items()}
-    times: Dict[str, List[float]] = {n: [] for n in MODEL_NAMES}
-    losses: Dict[str, List[float]] = {n: [] for n in MODEL_NAMES}
-    log_keys: Dict[str, List[str]] = {}
-    for rep in track(range(warmup + iters), progress):
-        for name in MODEL_NAMES:
-            sec, log_vars = train_step(models[name], wrappers[name], data, seed)
-            log_keys[name] = sorted(log_vars)
-            if rep >= warmup:
-                times[name].append(sec)
-                losses[name].append(log_vars['loss'])
+    times, losses, log_keys = time_round_robin({n: models[n] for n in MODEL_NAMES}, wrappers,
+                                               data, seed, warmup, iters, progress)
+    summary = summarise(times, TARGETS)
     out = dict(config=cfg.filename, size=size, batch=batch, iters=iters, warmup=warmup,
                threads=threads, seed=seed, boxes=boxes, rpn_prior=rpn_prior,
                roi_prior=roi_prior, torch=torch.__version__, machine=platform.machine(),
@@ -216,12 +250,8 @@ def run_benchmark(cfg: Config, size: int = 256, batch: int = 2, iters: int = 20,
     for name in MODEL_NAMES:
         out['models'][name] = dict(loss_types(models[name]), log_keys=log_keys[name],
                                    times_s=times[name], losses=losses[name],
-                                   median_s=statistics.median(times[name]),
-                                   mean_s=statistics.fmean(times[name]))
-    stock = out['models']['stock']['median_s']
-    for name, target in TARGETS.items():
-        ratio = out['models'][name]['median_s'] / stock
-        out['ratios'][name] = dict(ratio=ratio, target=target, passed=bool(ratio <= target))
+                                   **summary['stats'][name])
+    out['ratios'] = summary['ratios']
     return out
 
 

@@ -8,9 +8,10 @@ wrote under WORK_DIR (or the file given).
 """
 import argparse
 import glob
-import json
 import os.path as osp
 from typing import Dict, List, Tuple
+
+from projects.common.child_runs import scalar_records
 
 
 def find_scalars(path: str) -> str:
@@ -28,20 +29,13 @@ def read_scalars(path: str) -> Tuple[Dict[str, List[Tuple[int, float]]], List[di
     """Training series key -> [(iter, value)], and the validation records (with 'step')."""
     train: Dict[str, List[Tuple[int, float]]] = {}
     val: List[dict] = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{path}: line {i + 1} is not JSON ({err})') from err
-            if 'iter' in rec:
-                for k, v in rec.items():
-                    if isinstance(v, (int, float)) and k not in ('iter', 'step', 'epoch'):
-                        train.setdefault(k, []).append((rec['iter'], float(v)))
-            else:
-                val.append(rec)
+    for rec in scalar_records(path):
+        if 'iter' in rec:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k not in ('iter', 'step', 'epoch'):
+                    train.setdefault(k, []).append((rec['iter'], float(v)))
+        else:
+            val.append(rec)
     return train, val
 
 
