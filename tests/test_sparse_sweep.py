@@ -301,3 +301,31 @@ def test_run_trains_marks_done_reuses_and_retrains(tmp_path, monkeypatch):
         ss._run(job, 'cell/f1', resume=True, threads=1)
     # the stale done file is gone: a later --resume does not take the old run as finished
     assert not osp.exists(osp.join(child, ss.DONE_FILE))
+
+
+def test_merge_joins_sweeps_and_rejects_clashes(tmp_path, capsys):
+    def sweep(name, rows, metric='cell/f1'):
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps(dict(metric=metric, rows=[
+            dict(name=n, fraction=f, value=v, metrics={metric: v}) for n, f, v in rows])))
+        return str(path)
+
+    a = sweep('a', [('ce', 0.1, 0.2), ('ce', 1.0, 0.8)])
+    b = sweep('b', [('pkg', 0.1, 0.5)])
+    out = str(tmp_path / 'merged')
+    res = ss.main(['--merge', a, b, '--work-dir', out])
+    assert [(r['name'], r['fraction'], r['value']) for r in res['rows']] == [
+        ('ce', 0.1, 0.2), ('ce', 1.0, 0.8), ('pkg', 0.1, 0.5)]
+    with open(osp.join(out, 'sparse_sweep.csv')) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:3] == ['name', 'fraction', 'cell/f1'] and len(rows) == 4
+    table = [line.split() for line in capsys.readouterr().out.splitlines()[1:4]]
+    assert table == [['config', '10%', '100%'], ['ce', '0.2000', '0.8000'],
+                     ['pkg', '0.5000', '-']]  # pkg has no 100% run
+    with pytest.raises(ValueError, match='also'):
+        ss.main(['--merge', a, a, '--work-dir', out])
+    with pytest.raises(ValueError, match='differs'):
+        ss.main(['--merge', a, sweep('c', [('x', 0.1, 0.1)], metric='cell/recall'),
+                 '--work-dir', out])
+    with pytest.raises(ValueError, match='not configs'):
+        ss.main(['some_config.py', '--merge', a, '--work-dir', out])

@@ -20,11 +20,13 @@ must not sparsify (an error otherwise), and the training pipeline must.
 ``--resume`` skips runs a previous call finished with the same dumped config. Outputs
 (written atomically): ``DIR/sparse_sweep.json`` (every run's whole test record),
 ``sparse_sweep.csv`` and ``sparse_sweep.png`` (``--metric`` vs fraction, one line per
-config); the table is printed.
+config); the table is printed. ``--merge A/sparse_sweep.json B/sparse_sweep.json`` trains
+nothing and writes the rows of several sweeps as one table / CSV / plot.
 """
 import argparse
 import csv
 import io
+import json
 import os
 import os.path as osp
 import time
@@ -194,7 +196,10 @@ def write_outputs(out_dir: str, rows: List[dict], metric: str) -> None:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('configs', nargs='+', help='config files (each trained per fraction)')
+    p.add_argument('configs', nargs='*', help='config files (each trained per fraction)')
+    p.add_argument('--merge', nargs='+', metavar='JSON',
+                   help='no training: merge the rows of earlier sparse_sweep.json files '
+                   '(e.g. sweeps run apart) into one table / CSV / plot in --work-dir')
     p.add_argument('--work-dir', required=True, help='output folder')
     p.add_argument('--fractions', type=float, nargs='+', default=list(PAPER_FRACTIONS),
                    help='kept fractions of the training instances, in (0, 1]')
@@ -209,8 +214,44 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def merge_results(paths: Sequence[str]) -> tuple:
+    """Rows and metric of several sparse_sweep.json files (same metric, distinct
+    (name, fraction) pairs: errors name the file)."""
+    rows: List[dict] = []
+    metric = None
+    seen = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or 'rows' not in data or 'metric' not in data:
+            raise ValueError(f'{path}: not a sparse_sweep.json (no "metric" / "rows")')
+        if metric is not None and data['metric'] != metric:
+            raise ValueError(f'{path}: metric {data["metric"]!r} differs from {metric!r} of '
+                             f'{paths[0]}')
+        metric = data['metric']
+        for r in data['rows']:
+            key = (r['name'], r['fraction'])
+            if key in seen:
+                raise ValueError(f'{path}: {r["name"]} at {frac_tag(r["fraction"])}% is also '
+                                 f'in {seen[key]}')
+            seen[key] = path
+            rows.append(r)
+    return rows, metric
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        if args.configs:
+            raise ValueError('--merge takes sparse_sweep.json files, not configs')
+        rows, metric = merge_results(args.merge)
+        print(format_table(rows, metric))
+        write_outputs(args.work_dir, rows, metric)
+        print(f'[sparse_sweep] merged {len(args.merge)} sweeps into '
+              f'{osp.join(args.work_dir, "sparse_sweep")}.{{json,csv,png}}', flush=True)
+        return dict(rows=rows)
+    if not args.configs:
+        raise ValueError('give configs to sweep (or --merge sparse_sweep.json files)')
     names = args.names or [osp.splitext(osp.basename(c))[0] for c in args.configs]
     if len(names) != len(args.configs) or len(set(names)) != len(names):
         raise ValueError(f'--names must give {len(args.configs)} distinct names, got {names}')
