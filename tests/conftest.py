@@ -33,6 +33,13 @@ def run_tool(args: list, cwd: str = REPO, env: dict = None, timeout: int = 600,
     return proc
 
 
+def median_by_sorting(values) -> float:
+    """Median by sorting (independent of statistics.median, for benchmark bookkeeping)."""
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -22,6 +22,7 @@ sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 import benchmark_ece  # noqa: E402
 from benchmark_losses import make_optim_wrapper, train_step  # noqa: E402
 from projects.common.runner_utils import config_scope  # noqa: E402
+from conftest import median_by_sorting  # noqa: E402
 
 # U-Net at base width 8: decoder output of stage 4 (decode head, in_index 4) has 8
 # channels, of stage 3 (auxiliary head, in_index 3) 16.
@@ -36,13 +37,6 @@ SEG_CONFIG = osp.join(REPO, benchmark_ece.SEG_CONFIG)
 DET_CONFIG = osp.join(REPO, benchmark_ece.DET_CONFIG)
 TINY_ARGS = ['--seg-config', SEG_CONFIG, '--det-config', DET_CONFIG, '--size', '64',
              '--seg-cfg-options', *TINY_SEG, '--det-cfg-options', *TINY_DET]
-
-
-def _median(values):
-    """Median by sorting (independent of statistics.median)."""
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +62,7 @@ def test_json_times_medians_and_ratios(result):
         medians = {}
         for name, m in task['models'].items():
             assert len(m['times_s']) == 3 and all(t > 0 for t in m['times_s'])
-            medians[name] = _median(m['times_s'])
+            medians[name] = median_by_sorting(m['times_s'])
             assert m['median_s'] == pytest.approx(medians[name], rel=1e-12)
             assert m['mean_s'] == pytest.approx(sum(m['times_s']) / 3, rel=1e-12)
         assert set(task['ratios']) == {'ece', 'focal_ece'}

@@ -15,6 +15,7 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 import benchmark_losses  # noqa: E402
+from conftest import median_by_sorting  # noqa: E402
 
 # tests/conftest.py TINY_DET's network, as --cfg-options
 TINY = ['model.backbone.base_channels=8', 'model.neck.in_channels=[8,16,32,64]',
@@ -24,13 +25,6 @@ TINY = ['model.backbone.base_channels=8', 'model.neck.in_channels=[8,16,32,64]',
         'model.roi_head.bbox_head.fc_out_channels=32',
         'model.train_cfg.rpn.sampler.num=64', 'model.train_cfg.rcnn.sampler.num=64']
 CONFIG = osp.join(REPO, benchmark_losses.DEFAULT_CONFIG)
-
-
-def _median(values):
-    """Median by sorting (independent of statistics.median)."""
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +43,7 @@ def test_json_times_medians_and_ratios(result):
     medians = {}
     for name, m in result['models'].items():
         assert len(m['times_s']) == 3 and all(t > 0 for t in m['times_s'])
-        medians[name] = _median(m['times_s'])
+        medians[name] = median_by_sorting(m['times_s'])
         assert m['median_s'] == pytest.approx(medians[name], rel=1e-12)
         assert m['mean_s'] == pytest.approx(sum(m['times_s']) / 3, rel=1e-12)
     assert set(result['ratios']) == {'pu', 'bde'}
