@@ -257,12 +257,13 @@ def test_seg_resize_keeps_int32_ids_exact(tmp_path):
 
 def test_seg_load_instance_errors(tmp_path):
     _seg_fixture(str(tmp_path), inst=np.zeros((10, 10), np.int32))
+    info = _seg_info(tmp_path)  # sets the mmseg scope: before any Compose is built
     with pytest.raises(ValueError, match=r'inst_dir/train/s1\.png: instance map is 10x10 but '
                        r'image .*img_dir/train/s1\.png is 32x24'):
-        Compose(LOAD_SEG)(_seg_info(tmp_path))
+        Compose(LOAD_SEG)(copy.deepcopy(info))
     with pytest.raises(ValueError, match=r'semantic map .*ann_dir/train/s1\.png is 32x24'):
         Compose([dict(type='LoadAnnotations'), dict(type='LoadInstanceAnnotations')])(
-            _seg_info(tmp_path))
+            copy.deepcopy(info))
     with pytest.raises(ValueError, match=r'x\.png: no "inst_map_path"'):
         Compose([dict(type='LoadInstanceAnnotations')])(dict(img_path='x.png'))
     # unlabeled images (dataset flag) pass through
