@@ -40,6 +40,12 @@ def median_by_sorting(values) -> float:
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
 
 
+def run_folders(work_dir: str) -> list:
+    """mmengine's <timestamp> run folders under ``work_dir``, oldest first."""
+    from projects.common.child_runs import TIMESTAMP
+    return sorted(d for d in os.listdir(work_dir) if TIMESTAMP.match(d))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -11,9 +11,9 @@ from mmengine.config import Config
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                             'analysis_tools'))
 import select_prior as sp  # noqa: E402
-from projects.common.child_runs import TIMESTAMP  # noqa: E402
+from projects.common import child_runs  # noqa: E402
 
-from conftest import TINY_DET, run_tool, write_config  # noqa: E402
+from conftest import TINY_DET, run_folders, run_tool, write_config  # noqa: E402
 
 # TINY_DET with PU in both stages (as the configs in configs/pu_detection/*_pu_*.py).
 # Two iterations at a constant lr that moves the weights, so that the two priors give
@@ -42,13 +42,9 @@ def _pu_config(tmp_path, data: str) -> str:
     return write_config(tmp_path, TINY_PU, data, 'tiny_pu.py')
 
 
-def _runs(child_dir: str) -> list:
-    return sorted(d for d in os.listdir(child_dir) if TIMESTAMP.match(d))
-
-
 def _last_val_independent(child_dir: str) -> dict:
     """The newest run's last validation line, read without the tool's code."""
-    path = osp.join(child_dir, _runs(child_dir)[-1], 'vis_data', 'scalars.json')
+    path = osp.join(child_dir, run_folders(child_dir)[-1], 'vis_data', 'scalars.json')
     with open(path) as f:
         recs = [json.loads(line) for line in f if line.strip()]
     return [r for r in recs if 'iter' not in r][-1]
@@ -68,7 +64,7 @@ def test_select_prior_trains_each_prior_selects_argmax_and_resumes(tmp_path, tin
     records = {}
     for prior in (0.02, 0.05):
         child = osp.join(work, f'prior_{prior}')
-        assert len(_runs(child)) == 1  # exactly one child run per prior
+        assert len(run_folders(child)) == 1  # exactly one child run per prior
         assert osp.isfile(osp.join(child, 'iter_2.pth'))
         dumped = Config.fromfile(osp.join(child, f'tiny_pu_prior{prior}.py'))
         assert dumped.model.rpn_head.loss_cls.prior == prior
@@ -110,7 +106,7 @@ def test_select_prior_trains_each_prior_selects_argmax_and_resumes(tmp_path, tin
                      '--cfg-options', 'val_evaluator.score_thr=0.0'])
     assert proc.stdout.count('finished before, not retrained') == 2
     for prior in (0.02, 0.05):
-        assert len(_runs(osp.join(work, f'prior_{prior}'))) == 1
+        assert len(run_folders(osp.join(work, f'prior_{prior}'))) == 1
     with open(osp.join(work, 'select_prior.json')) as f:
         again = json.load(f)
     assert again['rows'] == res['rows'] and again['selected_prior'] == expected
@@ -142,7 +138,7 @@ def test_failed_child_raises_with_its_stderr_tail(tmp_path):
                     'for i in range(50):\n    print(f"err line {i}", file=sys.stderr)\n'
                     'print(sys.argv[1:], file=sys.stderr)\nsys.exit(3)\n')
     with pytest.raises(RuntimeError) as info:
-        sp.run_child(osp.join(child, 'c.py'), child, train_py=str(fake))
+        child_runs.run_child(osp.join(child, 'c.py'), child, train_py=str(fake))
     msg = str(info.value)
     assert 'exited with 3' in msg and 'child_stderr.log' in msg
     # the tail: the last 40 of the 51 stderr lines, with the arguments the child got
@@ -221,28 +217,28 @@ def test_scalars_parsing_newest_run_last_validation(tmp_path):
         dict(loss=0.5, iter=4, step=4), {'cell/recall': 0.5, 'cell/f1': 0.4, 'time': 1.0,
                                          'step': 4}])
     os.makedirs(osp.join(work, 'not_a_run'))
-    assert sp.newest_scalars(work) == newest
-    rec = sp.last_validation(newest, 'cell/recall')
+    assert child_runs.newest_scalars(work) == newest
+    rec = child_runs.last_validation(newest, 'cell/recall')
     assert rec['cell/recall'] == 0.5 and rec['step'] == 4
     row = sp.make_row(0.03, rec, 'cell/recall', newest, work)
     assert row['value'] == 0.5 and row['metrics'] == {'cell/recall': 0.5, 'cell/f1': 0.4}
     with pytest.raises(ValueError, match=r"metric 'cell/avg_recall' not in the last validation "
                        r"record; keys found: \['cell/f1', 'cell/recall'\]"):
-        sp.last_validation(newest, 'cell/avg_recall')
+        child_runs.last_validation(newest, 'cell/avg_recall')
 
     only_train = _write_scalars(str(tmp_path / 't'), '20260101_000000', [dict(loss=1, iter=1)])
     with pytest.raises(ValueError, match='scalars.json: no validation record'):
-        sp.last_validation(only_train, 'cell/recall')
+        child_runs.last_validation(only_train, 'cell/recall')
     with open(only_train, 'a') as f:
         f.write('{broken\n')
     with pytest.raises(ValueError, match='scalars.json: line 2 is not JSON'):
-        sp.last_validation(only_train, 'cell/recall')
+        child_runs.last_validation(only_train, 'cell/recall')
     empty = str(tmp_path / 'empty')
     os.makedirs(osp.join(empty, '20260101_000000'))
     with pytest.raises(FileNotFoundError, match='20260101_000000/vis_data/scalars.json: not '):
-        sp.newest_scalars(empty)
+        child_runs.newest_scalars(empty)
     with pytest.raises(FileNotFoundError, match='no <timestamp> run folder'):
-        sp.newest_scalars(str(tmp_path / 'absent'))
+        child_runs.newest_scalars(str(tmp_path / 'absent'))
 
 
 def test_select_best_argmax_ties_to_smaller_prior():
@@ -260,18 +256,18 @@ def test_finished_result_needs_same_config_and_done_run(tmp_path, capsys):
     scalars = _write_scalars(child, '20260101_000000', [{'cell/recall': 0.7, 'step': 2}])
     with open(cfg_path, 'w') as f:
         f.write('a = 1\n')
-    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None  # no done file
-    done = dict(config_sha256=sp.sha256_file(cfg_path), scalars=osp.abspath(scalars), returncode=0)
+    assert child_runs.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None  # no done file
+    done = dict(config_sha256=child_runs.sha256_file(cfg_path), scalars=osp.abspath(scalars), returncode=0)
     with open(osp.join(child, sp.DONE_FILE), 'w') as f:
         json.dump(done, f)
-    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE)['cell/recall'] == 0.7
+    assert child_runs.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE)['cell/recall'] == 0.7
     # a later (unfinished) run folder: its result is not the finished one
     _write_scalars(child, '20260102_000000', [{'cell/recall': 0.1, 'step': 1}])
-    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
+    assert child_runs.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
     # a changed config is retrained
     with open(cfg_path, 'w') as f:
         f.write('a = 2\n')
-    assert sp.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
+    assert child_runs.finished_result(child, cfg_path, 'cell/recall', sp.DONE_FILE) is None
     assert 'differs from the finished run: retraining' in capsys.readouterr().out
 
 

@@ -13,9 +13,9 @@ from mmengine.config import Config
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                             'analysis_tools'))
 import sparse_sweep as ss  # noqa: E402
-from projects.common.child_runs import TIMESTAMP  # noqa: E402
+from projects.common import child_runs  # noqa: E402
 
-from conftest import TINY_DET, run_tool, write_config  # noqa: E402
+from conftest import TINY_DET, run_folders, run_tool, write_config  # noqa: E402
 
 # TINY_DET with a nested SparsifyAnnotations in training. The validation split points to a
 # file that does not exist: a child that validated on it (and not on the test split, as the
@@ -40,13 +40,9 @@ default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=1))
 NON_METRIC = ('step', 'data_time', 'time')
 
 
-def _runs(child_dir: str) -> list:
-    return sorted(d for d in os.listdir(child_dir) if TIMESTAMP.match(d))
-
-
 def _val_records(child_dir: str) -> list:
     """Validation lines of the newest run's scalars.json, read without the tool's code."""
-    path = osp.join(child_dir, _runs(child_dir)[-1], 'vis_data', 'scalars.json')
+    path = osp.join(child_dir, run_folders(child_dir)[-1], 'vis_data', 'scalars.json')
     with open(path) as f:
         recs = [json.loads(line) for line in f if line.strip()]
     return [r for r in recs if 'iter' not in r]
@@ -70,7 +66,7 @@ def test_sweep_trains_each_fraction_on_test_split_and_resumes(tmp_path, tiny_syn
     records = {}
     for frac, tag in ((0.5, '50'), (1.0, '100')):
         child = osp.join(work, 'tiny_sparse', f'frac{tag}')
-        assert len(_runs(child)) == 1  # trained exactly once
+        assert len(run_folders(child)) == 1  # trained exactly once
         dumped = Config.fromfile(osp.join(child, f'tiny_sparse_frac{tag}.py'))
         assert _sparsify_fractions(dumped.train_dataloader.dataset.pipeline) == [frac]
         # validation = the test split and evaluator, with complete labels
@@ -110,7 +106,7 @@ def test_sweep_trains_each_fraction_on_test_split_and_resumes(tmp_path, tiny_syn
     out = run_tool(args + ['--fractions', '0.5', '1.0', '--resume']).stdout
     assert out.count('(reused)') == 2
     for tag in ('50', '100'):
-        assert len(_runs(osp.join(work, 'tiny_sparse', f'frac{tag}'))) == 1
+        assert len(run_folders(osp.join(work, 'tiny_sparse', f'frac{tag}'))) == 1
     with open(osp.join(work, 'sparse_sweep.json')) as f:
         again = json.load(f)['rows']
     assert [(r['value'], r['reused']) for r in again] == [
@@ -121,7 +117,7 @@ def test_sweep_trains_each_fraction_on_test_split_and_resumes(tmp_path, tiny_syn
                            'test_evaluator.score_thr=0.01']).stdout
     assert 'differs from the finished run: retraining' in out and '(reused)' not in out
     child = osp.join(work, 'tiny_sparse', 'frac100')
-    assert len(_runs(child)) == 2
+    assert len(run_folders(child)) == 2
     assert Config.fromfile(osp.join(child, 'tiny_sparse_frac100.py')).val_evaluator.score_thr \
         == 0.01
     new = _val_records(child)[-1]
@@ -129,7 +125,7 @@ def test_sweep_trains_each_fraction_on_test_split_and_resumes(tmp_path, tiny_syn
         rows = json.load(f)['rows']
     assert [(r['fraction'], r['value'], r['reused']) for r in rows] == [
         (1.0, new[metric], False)]
-    assert len(_runs(osp.join(work, 'tiny_sparse', 'frac50'))) == 1  # untouched
+    assert len(run_folders(osp.join(work, 'tiny_sparse', 'frac50'))) == 1  # untouched
 
 
 def test_names_and_jobs_are_checked_before_anything_is_written(tmp_path):
@@ -271,7 +267,7 @@ def test_run_trains_marks_done_reuses_and_retrains(tmp_path, monkeypatch):
         with open(osp.join(work, stamp, 'vis_data', 'scalars.json'), 'w') as f:
             f.write('\n'.join(json.dumps(r) for r in recs) + '\n')
 
-    monkeypatch.setattr(ss, 'run_child', fake_run_child)
+    monkeypatch.setattr(child_runs, 'run_child', fake_run_child)
     job = dict(name='c', config='c.py', fraction=0.5, dir=child, cfg_path=cfg_path)
     row = ss._run(job, 'cell/f1', resume=True, threads=3)
     assert calls == [(cfg_path, child, {'OMP_NUM_THREADS': '3', 'MKL_NUM_THREADS': '3'})]
@@ -280,7 +276,7 @@ def test_run_trains_marks_done_reuses_and_retrains(tmp_path, monkeypatch):
     with open(osp.join(child, ss.DONE_FILE)) as f:
         done = json.load(f)
     assert done['scalars'] == osp.join(child, '20260101_000001', 'vis_data', 'scalars.json')
-    assert done['config_sha256'] == ss.sha256_file(cfg_path)
+    assert done['config_sha256'] == child_runs.sha256_file(cfg_path)
 
     row = ss._run(job, 'cell/f1', resume=True, threads=1)  # same config: reused
     assert len(calls) == 1 and row['reused'] is True and row['value'] == 0.1
@@ -294,7 +290,7 @@ def test_run_trains_marks_done_reuses_and_retrains(tmp_path, monkeypatch):
     def failing(path, work, env=None):
         raise RuntimeError('child failed')
 
-    monkeypatch.setattr(ss, 'run_child', failing)
+    monkeypatch.setattr(child_runs, 'run_child', failing)
     with open(cfg_path, 'a') as f:
         f.write('c = 3\n')
     with pytest.raises(RuntimeError, match='child failed'):

@@ -13,7 +13,9 @@ import os.path as osp
 import re
 import subprocess
 import sys
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
+
+from projects.common.io import write_json
 
 TRAIN_PY = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
                     'train.py')
@@ -115,3 +117,27 @@ def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
     if code != 0:
         raise RuntimeError(f'{" ".join(cmd)} exited with {code} (logs: {out}, {err}); '
                            f'last lines of its stderr:\n{tail(err)}')
+
+
+def train_or_reuse(cfg_path: str, child_dir: str, metric: str, done_file: str,
+                   resume: bool, env: Optional[Dict[str, str]] = None
+                   ) -> Tuple[dict, str, bool]:
+    """The last validation record of the child training ``cfg_path`` in ``child_dir``.
+
+    With ``resume``, a run this tool finished with the same config (``done_file``) is
+    reused; otherwise the child is trained now (:func:`run_child`) and marked done with the
+    config's SHA-256. Returns ``(record, scalars.json path, reused)``.
+    """
+    if resume:
+        record = finished_result(child_dir, cfg_path, metric, done_file)
+        if record is not None:
+            return record, newest_scalars(child_dir), True
+    done = osp.join(child_dir, done_file)
+    if osp.isfile(done):
+        os.remove(done)
+    run_child(cfg_path, child_dir, env=env)
+    scalars = newest_scalars(child_dir)
+    record = last_validation(scalars, metric)
+    write_json(done, dict(config_sha256=sha256_file(cfg_path), scalars=osp.abspath(scalars),
+                          returncode=0))
+    return record, scalars, False

@@ -42,8 +42,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
-from projects.common.child_runs import (NON_METRIC_KEYS, finished_result, last_validation,
-                                        newest_scalars, run_child, sha256_file)
+from projects.common.child_runs import NON_METRIC_KEYS, train_or_reuse
 from projects.common.io import atomic_write, write_json
 from projects.common.runner_utils import load_config
 
@@ -243,23 +242,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         os.makedirs(child_dir, exist_ok=True)
         atomic_write(cfg_path, cfg.dump)
         head = f'[select_prior] ({i + 1}/{len(priors)}) prior {tag}'
-        record = finished_result(child_dir, cfg_path, args.metric, DONE_FILE) if args.resume else None
-        if record is not None:
-            scalars = newest_scalars(child_dir)
+        print(f'{head}: training {cfg_path} (PULoss at {", ".join(paths)}) unless finished '
+              f'before (--resume); log: {osp.join(child_dir, "child_stdout.log")}', flush=True)
+        t0 = time.time()
+        record, scalars, reused = train_or_reuse(cfg_path, child_dir, args.metric, DONE_FILE,
+                                                 args.resume)
+        if reused:
             print(f'{head}: finished before, not retrained ({scalars})', flush=True)
         else:
-            done = osp.join(child_dir, DONE_FILE)
-            if osp.isfile(done):
-                os.remove(done)
-            print(f'{head}: training {cfg_path} (PULoss at {", ".join(paths)}); '
-                  f'log: {osp.join(child_dir, "child_stdout.log")}', flush=True)
-            t0 = time.time()
-            run_child(cfg_path, child_dir)
-            scalars = newest_scalars(child_dir)
-            record = last_validation(scalars, args.metric)
-            write_json(done, dict(config_sha256=sha256_file(cfg_path),
-                                  scalars=osp.abspath(scalars),
-                                  returncode=0))
             print(f'{head}: {args.metric} = {float(record[args.metric]):.4f} '
                   f'({time.time() - t0:.0f} s)', flush=True)
         rows.append(make_row(prior, record, args.metric, scalars, child_dir))

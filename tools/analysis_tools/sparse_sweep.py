@@ -24,6 +24,7 @@ config); the table is printed. ``--merge A/sparse_sweep.json B/sparse_sweep.json
 nothing and writes the rows of several sweeps as one table / CSV / plot.
 """
 import argparse
+import copy
 import csv
 import io
 import json
@@ -36,8 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 
-from projects.common.child_runs import (NON_METRIC_KEYS, finished_result, last_validation,
-                                        newest_scalars, run_child, sha256_file)
+from projects.common.child_runs import NON_METRIC_KEYS, train_or_reuse
 from projects.common.io import atomic_write, write_json
 from projects.common.runner_utils import load_config
 
@@ -127,20 +127,10 @@ def frac_tag(fraction: float) -> str:
 
 def _run(job: dict, metric: str, resume: bool, threads: int) -> dict:
     """Train one (config, fraction) child unless a finished run can be reused."""
-    record = (finished_result(job['dir'], job['cfg_path'], metric, DONE_FILE)
-              if resume else None)
     t0 = time.time()
-    reused = record is not None
-    if not reused:
-        done = osp.join(job['dir'], DONE_FILE)
-        if osp.isfile(done):
-            os.remove(done)
-        run_child(job['cfg_path'], job['dir'], env={'OMP_NUM_THREADS': str(threads),
-                                                    'MKL_NUM_THREADS': str(threads)})
-        scalars = newest_scalars(job['dir'])
-        record = last_validation(scalars, metric)
-        write_json(done, dict(config_sha256=sha256_file(job['cfg_path']),
-                              scalars=osp.abspath(scalars), returncode=0))
+    record, _, reused = train_or_reuse(
+        job['cfg_path'], job['dir'], metric, DONE_FILE, resume,
+        env={'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)})
     return dict(name=job['name'], config=job['config'], fraction=job['fraction'],
                 value=float(record[metric]), reused=reused, seconds=time.time() - t0,
                 metrics={k: v for k, v in record.items() if k not in NON_METRIC_KEYS},
@@ -260,8 +250,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     fractions = sorted(set(args.fractions))
     jobs: List[Dict[str, Any]] = []
     for config, name in zip(args.configs, names):
+        loaded = load_config(config, args.cfg_options)
         for f in fractions:
-            cfg = load_config(config, args.cfg_options)
+            cfg = copy.deepcopy(loaded)
             prepare(cfg, f, config)  # errors before any training starts
             child = osp.join(args.work_dir, name, f'frac{frac_tag(f)}')
             cfg.work_dir = child
