@@ -102,6 +102,29 @@ def finished_result(child_dir: str, cfg_path: str, metric: str,
     return last_validation(scalars, metric)
 
 
+def validate_on_test_at_end(cfg, source: str, who: str = 'the tool') -> None:
+    """Make ``cfg`` validate once, after training, on its test split and test evaluator.
+
+    Nothing is selected on that validation: it is the score of the trained model on the
+    test labels, read back from ``scalars.json`` like any validation. ``who`` names the
+    caller in errors.
+    """
+    for key in ('test_dataloader', 'test_evaluator'):
+        if cfg.get(key, None) is None:
+            raise ValueError(f'{source}: {key} missing: {who} scores the test split')
+    cfg.val_dataloader = cfg.test_dataloader
+    cfg.val_evaluator = cfg.test_evaluator
+    cfg.val_cfg = cfg.get('val_cfg', None) or dict(type='ValLoop')
+    # mmengine's loops validate when iter >= val_begin and (iter % val_interval == 0 or
+    # iter == max): val_begin = max validates once, at the end, whatever val_interval is
+    train_cfg = cfg.get('train_cfg', None) or {}
+    end = train_cfg.get('max_iters', None) or train_cfg.get('max_epochs', None)
+    if not end:
+        raise ValueError(f'{source}: train_cfg has neither max_iters nor max_epochs')
+    cfg.train_cfg.val_begin = int(end)
+    cfg.resume = False
+
+
 def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
               env: Optional[Dict[str, str]] = None) -> None:
     """``tools/train.py cfg_path`` in a child process (same interpreter and environment).

@@ -70,6 +70,29 @@ def to_uint8(img: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> n
     return (np.clip((img - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def read_rgb_uint8(path: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a grey, RGB, or RGBA / LA image whose alpha is opaque.
+
+    16-bit images are stretched with :func:`to_uint8`; a non-integer image, a transparent
+    pixel or another channel count raises ValueError naming the file.
+    """
+    raw = read_image(path, channels=None)
+    if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
+        raise ValueError(f'{path}: expected an 8- or 16-bit integer image, got {raw.dtype}')
+    if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+        n_bad = int(np.count_nonzero(raw[..., -1] != np.iinfo(raw.dtype).max))
+        if n_bad:
+            raise ValueError(f'{path}: alpha channel is not opaque ({n_bad} pixels)')
+        raw = raw[..., :-1]
+    if raw.ndim == 3 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim == 2:
+        raw = np.repeat(raw[..., None], 3, axis=2)
+    if raw.ndim != 3 or raw.shape[-1] != 3:
+        raise ValueError(f'{path}: expected a grey, RGB or RGBA image, got shape {raw.shape}')
+    return to_uint8(raw)
+
+
 def read_instance_map(path: str) -> np.ndarray:
     """Read an instance map (uint16/int32 PNG or TIFF, or .npy) as int32 (H, W)."""
     _check_exists(path, 'instance map')

@@ -11,9 +11,11 @@ its samples to :class:`LayoutWriter`, which writes, per sample::
     <folder>/<split>/<name>.png        extra maps (e.g. region_dir)   }
 
 and, at :meth:`LayoutWriter.close`, ``annotations/<split>.json`` (COCO). The COCO
-geometry (centroid ``point``, tight ``bbox``, ``area``) is computed here from the instance
-map that is written, with :func:`projects.common.instances.instance_geometry`, so the two
-layouts agree exactly by construction.
+geometry (``point``, tight ``bbox``, ``area``) is computed here from the instance map that
+is written, with :func:`projects.common.instances.instance_geometry`, so the two layouts
+agree exactly by construction. The point of an instance is its centroid by default, or
+its bounding-box centre with ``point_mode='bbox'`` (the convention of the point-supervised
+segmentation authors, DESIGN 4.3).
 """
 import os
 import os.path as osp
@@ -26,9 +28,10 @@ import numpy as np
 from projects.common.instances import instance_geometry
 from projects.common.io import write_image, write_instance_map, write_json, write_points
 
-__all__ = ['LAYOUT_DIRS', 'LayoutWriter', 'check_box_size', 'track']
+__all__ = ['LAYOUT_DIRS', 'POINT_MODES', 'LayoutWriter', 'check_box_size', 'track']
 
 LAYOUT_DIRS: tuple = ('images', 'annotations', 'img_dir', 'ann_dir', 'inst_dir', 'points')
+POINT_MODES: tuple = ('centroid', 'bbox')
 _ANN_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area', 'iscrowd', 'point')
 
 
@@ -79,6 +82,11 @@ class LayoutWriter:
         splits: splits written even when no sample is added to them: their
             ``annotations/<split>.json`` and empty ``img_dir`` / ``ann_dir`` / ``inst_dir``
             / ``points`` / extra-map folders (other splits appear with their first sample).
+        point_mode: the point of each instance (points CSV, COCO ``point``, centre of the
+            ``box_size`` boxes): ``'centroid'`` (default; mean column + 0.5, mean row + 0.5)
+            or ``'bbox'``: the centre ((x1 + x2) / 2, (y1 + y2) / 2) of the tight box
+            x1, y1, x2, y2 (last column / row + 1), which may lie outside a concave
+            instance.
 
     Image ids and annotation ids run 1, 2, ... per split in the order of :meth:`add`.
     """
@@ -86,8 +94,12 @@ class LayoutWriter:
     def __init__(self, out_dir: str, classes: Sequence[str], description: str,
                  source: Optional[str] = None, box_size: Optional[float] = None, *,
                  supercategory: Optional[str] = None, licenses: Optional[Sequence] = (),
-                 decimals: Optional[int] = 3, splits: Sequence[str] = ()):
+                 decimals: Optional[int] = 3, splits: Sequence[str] = (),
+                 point_mode: str = 'centroid'):
         self.box_size = check_box_size(box_size)
+        if point_mode not in POINT_MODES:
+            raise ValueError(f'point_mode: expected one of {POINT_MODES}, got {point_mode!r}')
+        self.point_mode = point_mode
         classes = tuple(classes)
         if not classes or not all(isinstance(c, str) and c for c in classes) or \
                 len(set(classes)) != len(classes):
@@ -210,6 +222,8 @@ class LayoutWriter:
                 raise ValueError(f'{src}: inst_map has shape {inst_map.shape}, image '
                                  f'{(h, w)}')
             ids, points, boxes = instance_geometry(inst_map, source=f'{src} inst_map')
+            if self.point_mode == 'bbox':
+                points = (boxes[:, :2] + boxes[:, 2:]) / 2.0
             _, areas = np.unique(inst_map[inst_map > 0], return_counts=True)  # ids order
             k = len(ids)
             labels = self._labels(labels, k, src)

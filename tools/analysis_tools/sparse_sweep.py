@@ -37,7 +37,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 
-from projects.common.child_runs import NON_METRIC_KEYS, train_or_reuse
+from projects.common.child_runs import (NON_METRIC_KEYS, train_or_reuse,
+                                         validate_on_test_at_end)
 from projects.common.io import atomic_write, write_json
 from projects.common.runner_utils import load_config
 
@@ -96,24 +97,11 @@ def prepare(cfg: Config, fraction: float, source: str) -> int:
     if n == 0:
         raise ValueError(f'{source}: no SparsifyAnnotations in the training pipeline: '
                          'nothing to sweep')
-    for key in ('test_dataloader', 'test_evaluator'):
-        if cfg.get(key, None) is None:
-            raise ValueError(f'{source}: {key} missing: the sweep scores the test split')
+    validate_on_test_at_end(cfg, source, 'the sweep')
     for pipe in _pipelines(cfg, 'test_dataloader'):
         if _sparsifiers(pipe):
             raise ValueError(f'{source}: the test pipeline sparsifies its labels; the sweep '
                              'scores on complete labels')
-    cfg.val_dataloader = cfg.test_dataloader
-    cfg.val_evaluator = cfg.test_evaluator
-    cfg.val_cfg = cfg.get('val_cfg', None) or dict(type='ValLoop')
-    # mmengine's loops validate when iter >= val_begin and (iter % val_interval == 0 or
-    # iter == max): val_begin = max validates once, at the end, whatever val_interval is
-    train_cfg = cfg.get('train_cfg', None) or {}
-    end = train_cfg.get('max_iters', None) or train_cfg.get('max_epochs', None)
-    if not end:
-        raise ValueError(f'{source}: train_cfg has neither max_iters nor max_epochs')
-    cfg.train_cfg.val_begin = int(end)
-    cfg.resume = False
     return n
 
 

@@ -1,0 +1,3 @@
+# Table II model C: co-training without colourisation.
+_base_ = './scnet_r18-c32_vor-clu-cot-color_400i_mnfinder.py'
+model = dict(colorization_head=None)

@@ -1,0 +1,113 @@
+"""The point-supervision configs run through tools/train.py and tools/test.py (tiny nets,
+tiny synthetic data); the EMA store follows eq. (5) across refreshes and survives --resume."""
+import glob
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_tool
+
+CFG = 'configs/point_supervision/scnet_r18-c32_vor-clu-cot-color_400i_synthetic.py'
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+TINY = ['model.backbone.encoder.base_channels=8', 'model.backbone.encoder.stem_channels=8',
+        'model.backbone.decoder_channels=[32,16,16,8,8]', 'model.backbone.stem_channels=[8,8]',
+        'model.colorization_head.base_channels=4', 'model.colorization_head.num_stages=2',
+        'model.test_cfg.crop_size=64', 'model.test_cfg.overlap=16']
+
+
+def _options(data: str, iters: int) -> list:
+    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
+            'train_dataloader.batch_size=2', 'custom_hooks.0.interval=2',
+            # labels from the points on the fly (the configs read precomputed PNGs)
+            'train_dataloader.dataset.pipeline.4.label_dir=None',
+            'train_dataloader.dataset.pipeline.5.label_dir=None',
+            'train_dataloader.dataset.pipeline.9.crop_size=(64,64)',
+            'train_dataloader.dataset.pipeline.8.ratio_range=(1.0,1.25)']
+    for loader in LOADERS:
+        opts += [f'{loader}.dataset.data_root={data}/', f'{loader}.num_workers=0',
+                 f'{loader}.persistent_workers=False']
+    return opts + TINY
+
+
+def _records(work: str) -> list:
+    records = []
+    for path in sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def _other_net_probs(ckpt_path: str, data: str, store: dict) -> dict:
+    """Each stored image predicted by the net of the other half, from the checkpoint."""
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import projects.point_supervision  # noqa: F401
+    from projects.point_supervision.hooks import split_halves
+    cfg = Config.fromfile(osp.join(REPO, CFG))
+    cfg.merge_from_dict(dict(
+        (o.split('=')[0], eval(o.split('=')[1])) for o in TINY))
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    model.load_state_dict(ckpt['state_dict'])
+    model.eval()
+    pipeline = Compose(cfg.ema_pipeline)
+    halves = split_halves(list(store), seed=0)
+    out = {}
+    with torch.no_grad():
+        for path in store:
+            d = pipeline(dict(img_path=path))
+            batch = model.data_preprocessor(dict(inputs=[d['inputs']],
+                                                 data_samples=[d['data_samples']]), False)
+            probs = model.predict_probs(batch['inputs'], nets=[1 - halves[path]])
+            out[path] = probs[0, 1].numpy()
+    return out
+
+
+def test_cotraining_trains_refreshes_and_resumes(tiny_synthetic, tmp_path):
+    work = str(tmp_path / 'run')
+    run_tool(['tools/train.py', CFG, '--work-dir', work, '--cfg-options',
+              *_options(tiny_synthetic, 2)])
+    records = _records(work)
+    train = [r for r in records if 'loss_vor_a' in r or 'loss_vor_b' in r]
+    assert [r['iter'] for r in train] == [1, 2]
+    # 4 training images, batch 2: one epoch = 2 iterations, refresh after iteration 2
+    assert any(r.get('ema_refreshes') == 1 for r in records)
+    for r in train:  # alpha = (N / Nmax)^2, beta = 0.1 (1 - N / Nmax)^2 at N = iter - 1
+        progress = (r['iter'] - 1) / 2
+        assert r['alpha'] == pytest.approx(progress**2, abs=1e-6)
+        assert r['beta'] == pytest.approx(0.1 * (1 - progress)**2, abs=1e-6)
+    ck2 = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=False)
+    state2 = ck2['ema_pseudo_labels']
+    assert state2['refreshes'] == 1
+    train_imgs = sorted(glob.glob(osp.join(tiny_synthetic, 'img_dir', 'train', '*.png')))
+    assert sorted(state2['store']) == train_imgs
+    # first refresh stores the other net's prediction itself (eq. (5) with p_0 = y)
+    y2 = _other_net_probs(osp.join(work, 'iter_2.pth'), tiny_synthetic, state2['store'])
+    for path, stored in state2['store'].items():
+        assert stored.dtype == np.float16 and stored.shape == (64, 64)
+        np.testing.assert_allclose(stored.astype(np.float32), y2[path], atol=2e-3)
+
+    # resume to 4 iterations: the store is reloaded, then refreshed once more by eq. (5)
+    run_tool(['tools/train.py', CFG, '--work-dir', work, '--resume', '--cfg-options',
+              *_options(tiny_synthetic, 4)])
+    log = ''.join(open(p).read() for p in glob.glob(osp.join(work, '*', '*.log')))
+    assert '4 stored pseudo labels after 1 refreshes' in log
+    ck4 = torch.load(osp.join(work, 'iter_4.pth'), map_location='cpu', weights_only=False)
+    state4 = ck4['ema_pseudo_labels']
+    assert state4['refreshes'] == 2
+    y4 = _other_net_probs(osp.join(work, 'iter_4.pth'), tiny_synthetic, state4['store'])
+    for path, stored in state4['store'].items():
+        expected = 0.1 * y4[path] + 0.9 * state2['store'][path].astype(np.float32)
+        np.testing.assert_allclose(stored.astype(np.float32), expected, atol=2e-3)
+
+    proc = run_tool(['tools/test.py', CFG, osp.join(work, 'iter_4.pth'), '--work-dir',
+                     str(tmp_path / 'test'), '--cfg-options', *_options(tiny_synthetic, 4)])
+    assert 'nuclei/dice_obj' in proc.stdout + proc.stderr
