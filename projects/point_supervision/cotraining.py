@@ -295,7 +295,8 @@ class CoTrainingSegmentor(BaseSegmentor):
             if idx:
                 losses.update(self._net_losses(k, inputs[idx], [data_samples[i] for i in idx]))
             else:  # keep every parameter in the graph (DDP) with a zero loss
-                losses[f'loss_idle_{"ab"[k]}'] = sum(p.sum() for p in self.nets[k].parameters()) * 0.0
+                idle = sum(p.sum() for p in self.nets[k].parameters()) * 0.0
+                losses[f'loss_idle_{"ab"[k]}'] = idle
         if self.supervision == 'points':
             alpha, beta = loss_weights(self.progress(), self.eta, self.eps)
             dev = inputs.device

@@ -26,7 +26,8 @@ Voronoi label (:func:`voronoi_label`)
     then the smaller row; with closed cells that choice does not change the label.
     Optionally (``close_edges=True``) the edges are closed with disk(1) (dilation with 0
     outside the image, then erosion with 1 outside, i.e. skimage's ``binary_closing``);
-    off by default, as in the authors' script, which uses the raw edges. Edges -> 0, point pixels dilated by disk(2) -> 1 (nucleus wins), rest 255.
+    off by default, as in the authors' script, which uses the raw edges. Edges -> 0, point
+    pixels dilated by disk(2) -> 1 (nucleus wins), rest 255.
 
 Cluster label (:func:`cluster_label`)
     k-means (k = 3) on per-pixel features [R/10, G/10, B/10, min(EDT to the nearest point

@@ -2,9 +2,10 @@
 
 Example (the README's table)::
 
+    C=configs/point_supervision/scnet_r18-c32
     python tools/analysis_tools/point_ablation.py \\
-        configs/point_supervision/scnet_r18-c32_{vor,vor-clu,vor-clu-cot,vor-clu-cot-color,fullsup}_400i_synthetic.py \\
-        --work-dir work_dirs/point_ablation/synthetic --jobs 2 --resume
+        ${C}_{vor,vor-clu,vor-clu-cot,vor-clu-cot-color,fullsup}_400i_synthetic.py \\
+        --work-dir work_dirs/point_ablation --jobs 2 --resume
 
 Each config is trained in a child process (``tools/train.py``, ``--jobs`` at a time, each
 with ``OMP_NUM_THREADS=--threads``) and validated once, after training, on its test split
