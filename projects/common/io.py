@@ -79,10 +79,13 @@ def read_rgb_uint8(path: str) -> np.ndarray:
     raw = read_image(path, channels=None)
     if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
         raise ValueError(f'{path}: expected an 8- or 16-bit integer image, got {raw.dtype}')
-    if raw.ndim == 3 and raw.shape[-1] in (2, 4):
-        n_bad = int(np.count_nonzero(raw[..., -1] != np.iinfo(raw.dtype).max))
+    if raw.ndim == 3 and raw.shape[-1] in (2, 4):  # LA / RGBA: the alpha must be opaque
+        alpha = raw[..., -1]
+        opaque = np.iinfo(raw.dtype).max
+        n_bad = int(np.count_nonzero(alpha != opaque))
         if n_bad:
-            raise ValueError(f'{path}: alpha channel is not opaque ({n_bad} pixels)')
+            raise ValueError(f'{path}: alpha channel is not opaque ({n_bad} of {alpha.size} '
+                             f'pixels below {opaque})')
         raw = raw[..., :-1]
     if raw.ndim == 3 and raw.shape[-1] == 1:
         raw = raw[..., 0]

@@ -68,35 +68,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from projects.common.io import read_image, to_uint8
+from projects.common.io import read_image, read_rgb_uint8
 from projects.common.layout import LayoutWriter, track
 
 CLASSES = ('nucleus', )
 LABELED_SPLITS = ('train', 'val')
 UNLABELED_SPLIT = 'unlabeled'
-
-
-def read_dsb_image(path: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of a DSB2018 image: grey, RGB, LA or RGBA with opaque alpha."""
-    raw = read_image(path, channels=None)
-    if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
-        raise ValueError(f'{path}: expected an 8- or 16-bit integer image, got {raw.dtype}')
-    if raw.ndim == 3 and raw.shape[-1] in (2, 4):  # LA / RGBA: the alpha must be opaque
-        alpha = raw[..., -1]
-        opaque = np.iinfo(raw.dtype).max
-        n_bad = int(np.count_nonzero(alpha != opaque))
-        if n_bad:
-            raise ValueError(f'{path}: alpha channel is not opaque ({n_bad} of {alpha.size} '
-                             f'pixels below {opaque}); DSB2018 images are expected to be '
-                             f'fully opaque')
-        raw = raw[..., :-1]
-    if raw.ndim == 3 and raw.shape[-1] == 1:
-        raw = raw[..., 0]
-    if raw.ndim == 2:
-        raw = np.repeat(raw[..., None], 3, axis=2)
-    if raw.ndim != 3 or raw.shape[-1] != 3:
-        raise ValueError(f'{path}: expected a grey, RGB or RGBA image, got shape {raw.shape}')
-    return to_uint8(raw)
 
 
 def read_binary_mask(path: str, shape: Tuple[int, int], img_path: str) -> np.ndarray:
@@ -161,7 +138,7 @@ def convert_sample(img_path: str, mask_paths: Optional[Sequence[str]]) -> dict:
     ``overlap_px``, ``empty``, ``covered`` (see :func:`merge_masks`). Points, boxes and
     areas are computed from ``inst`` by :class:`projects.common.layout.LayoutWriter`.
     """
-    img = read_dsb_image(img_path)
+    img = read_rgb_uint8(img_path)
     if mask_paths is None:
         return dict(image=img)
     res = merge_masks(mask_paths, img.shape[:2], img_path)

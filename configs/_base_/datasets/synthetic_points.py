@@ -7,8 +7,7 @@
 # 224 crops, the 8 flips / 90-degree rotations. gt_seg_map is loaded only for the fully
 # supervised upper bound (point-supervised models never read it). Test: whole images,
 # sliding windows inside the model, NucleiMetric (Acc, F1, Dice_obj, AJI).
-dataset_type = 'NucleiSegDataset'
-data_root = 'data/synthetic/'
+_base_ = './synthetic_seg.py'
 crop_size = (224, 224)
 h_method = 'macenko'
 train_pipeline = [
@@ -43,34 +42,10 @@ ema_pipeline = [
     dict(type='PackSegInputs', meta_keys=('img_path', 'ori_shape', 'img_shape')),
 ]
 metainfo = dict(classes=('background', 'nucleus'))
-
-
-def _split(split, pipeline, test_mode):
-    return dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        data_prefix=dict(
-            img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}',
-            inst_path=f'inst_dir/{split}', points_path=f'points/{split}'),
-        test_mode=test_mode,
-        pipeline=pipeline)
-
-
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=_split('train', train_pipeline, False))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=_split('val', test_pipeline, True))
-test_dataloader = dict(val_dataloader, dataset=_split('test', test_pipeline, True))
-val_evaluator = dict(type='NucleiMetric', min_size=20)
+train_dataloader = dict(batch_size=4, dataset=dict(metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
+val_evaluator = [dict(type='NucleiMetric', min_size=20)]
 test_evaluator = val_evaluator
 # EMA pseudo labels (eq. (5), a = 0.1 as the authors' code) refreshed every 100 iterations
 # with one whole-image forward per image (CPU runs: 3 refreshes in 400 iterations). The
