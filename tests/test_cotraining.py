@@ -1,6 +1,8 @@
 """Co-training maths (Qu et al. eqs. (3)-(9)) and the CoTrainingSegmentor's bookkeeping:
 hand-computed values, and the segmentor's losses re-derived from its own nets."""
 import math
+import os.path as osp
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,10 @@ from mmseg.structures import SegDataSample
 
 from projects.point_supervision import (CoTrainingSegmentor, binary_kl, ema_update,
                                         loss_weights, masked_ce, pseudo_label, split_halves)
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                            'analysis_tools'))
+import draw_point_supervision as dps  # noqa: E402
 
 TINY = dict(
     backbone=dict(type='ResUNet', in_channels=1,
@@ -204,3 +210,13 @@ def test_predict_postprocesses_small_objects_and_holes():
     expected = torch.zeros(40, 40, dtype=torch.long)
     expected[2:12, 2:12] = 1
     assert torch.equal(pred, expected)
+
+
+def test_draw_colours_follow_the_papers_figures():
+    gt = np.array([[True, True, False, False]])
+    pred = np.array([[True, False, True, False]])
+    out = dps.colour_errors(gt, pred)
+    # TP yellow, FN green, FP red, TN black
+    assert out[0].tolist() == [[230, 200, 0], [30, 180, 30], [220, 30, 30], [0, 0, 0]]
+    lab = dps.colour_label(np.array([[0, 1, 255]], np.uint8))
+    assert lab[0].tolist() == [[200, 40, 40], [40, 200, 40], [0, 0, 0]]

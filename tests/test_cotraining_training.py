@@ -111,3 +111,12 @@ def test_cotraining_trains_refreshes_and_resumes(tiny_synthetic, tmp_path):
     proc = run_tool(['tools/test.py', CFG, osp.join(work, 'iter_4.pth'), '--work-dir',
                      str(tmp_path / 'test'), '--cfg-options', *_options(tiny_synthetic, 4)])
     assert 'nuclei/dice_obj' in proc.stdout + proc.stderr
+
+    # the picture tool draws the same checkpoint: 5 panels of a 64x64 test tile
+    png = str(tmp_path / 'draw.png')
+    run_tool(['tools/analysis_tools/draw_point_supervision.py', CFG,
+              osp.join(work, 'iter_4.pth'), '--index', '1', '--out', png, '--cfg-options',
+              *_options(tiny_synthetic, 4)])
+    from PIL import Image
+    with Image.open(png) as im:
+        assert im.size[0] > 4 * im.size[1]  # one row of panels
