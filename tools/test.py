@@ -12,7 +12,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import projects  # noqa: F401  (registers MMHisto components, torch.load fix)
-from projects.common.runner_utils import (add_common_args, config_scope,
+from projects.common.runner_utils import (add_common_args, close_process_group, config_scope,
                                          dump_test_metrics_on_rank0, load_config,
                                          parse_args_with_rank, setup_cpu_distributed)
 
@@ -67,6 +67,7 @@ def main() -> None:
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     dump_test_metrics_on_rank0(runner)
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -12,8 +12,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import projects  # noqa: F401  (registers MMHisto components, torch.load fix)
-from projects.common.runner_utils import (add_common_args, load_config, parse_args_with_rank,
-                                         setup_cpu_distributed)
+from projects.common.runner_utils import (add_common_args, close_process_group, load_config,
+                                         parse_args_with_rank, setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +54,7 @@ def main() -> None:
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

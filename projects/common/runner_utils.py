@@ -94,3 +94,17 @@ def dump_test_metrics_on_rank0(runner) -> None:
                     runner, len(runner.test_dataloader), 'test', with_non_scalar=True)
                 runner.logger.info(log_str)
             hook.after_test_epoch = after_test_epoch
+
+
+def close_process_group() -> None:
+    """Tear the process group down once the runner is done (a no-op without one).
+
+    Left to interpreter exit, gloo's threads can outlive their owner and abort the rank
+    ("terminate called without an active exception", exit code -6) after training and
+    validation have finished; an explicit barrier and ``destroy_process_group`` end every
+    rank cleanly.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
