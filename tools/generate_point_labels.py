@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from projects.common.instances import instance_geometry  # noqa: E402
+from projects.common.instances import box_centres, instance_geometry  # noqa: E402
 from projects.common.io import (read_image, read_instance_map, read_points,  # noqa: E402
                                 write_image)
 from projects.point_supervision import labels as L  # noqa: E402
@@ -55,7 +55,7 @@ def load_points(root: str, split: str, name: str, points_from: str,
     _, centroids, boxes = instance_geometry(inst, source=path)
     if points_from == 'centroid':
         return centroids
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    return box_centres(boxes)
 
 
 def process_image(task: tuple) -> Tuple[str, int, float, float]:

@@ -102,6 +102,13 @@ def instance_geometry(inst_map: np.ndarray,
     return out_ids, np.stack([cx, cy], axis=1), boxes
 
 
+def box_centres(boxes: np.ndarray) -> np.ndarray:
+    """Centres (N, 2) ``((x1 + x2) / 2, (y1 + y2) / 2)`` of xyxy boxes (N, 4): the point of
+    an instance in the point-supervision authors' convention (box centre, not centroid)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (boxes[:, :2] + boxes[:, 2:]) / 2.0
+
+
 def point_to_pixel(points: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """Pixel (rows, cols) int64 holding each point (x, y): (floor(y), floor(x)), clipped to
     the (H, W) image, so a point on the right / bottom border (x == W, y == H) falls in the

@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from projects.common.instances import instance_geometry
+from projects.common.instances import box_centres, instance_geometry
 from projects.common.io import write_image, write_instance_map, write_json, write_points
 
 __all__ = ['LAYOUT_DIRS', 'POINT_MODES', 'LayoutWriter', 'check_box_size', 'track']
@@ -223,7 +223,7 @@ class LayoutWriter:
                                  f'{(h, w)}')
             ids, points, boxes = instance_geometry(inst_map, source=f'{src} inst_map')
             if self.point_mode == 'bbox':
-                points = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+                points = box_centres(boxes)
             _, areas = np.unique(inst_map[inst_map > 0], return_counts=True)  # ids order
             k = len(ids)
             labels = self._labels(labels, k, src)

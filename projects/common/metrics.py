@@ -30,6 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from projects.common.instances import box_centres
 from projects.common.io import read_coco
 from projects.common.registry import METRICS, register
 
@@ -75,7 +76,7 @@ def _as_boxes(xyxy: Any, name: str) -> np.ndarray:
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
     """Centres (N, 2) of xyxy boxes (N, 4)."""
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    return box_centres(boxes)
 
 
 def _point_pairs(gt: np.ndarray, pred: np.ndarray,

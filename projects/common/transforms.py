@@ -39,6 +39,7 @@ from typing import Optional, Tuple
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 
+from .instances import box_centres
 from .io import check_points_inside, read_instance_map, read_points, to_uint8
 from .registry import TRANSFORMS, register
 from .sparsify import image_seed, select_kept, sparsify_label_maps
@@ -316,8 +317,7 @@ class SparsifyAnnotations(BaseTransform):
                                                      (i['bbox'][1] + i['bbox'][3]) / 2))
                                      for i in insts], np.float64).reshape(-1, 2)
             else:
-                b = _box_array(boxes)
-                points = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)
+                points = box_centres(_box_array(boxes))
         kept = select_kept(self.mode, n, seed, self.fraction, points, self._shape(results),
                            self.patch_size, self.overlap)
         for key in ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags', 'gt_masks',

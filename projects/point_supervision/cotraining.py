@@ -248,8 +248,8 @@ class CoTrainingSegmentor(BaseSegmentor):
             out.append(ema)
         return torch.stack(out) if found else None
 
-    def _net_losses(self, k: int, inputs: Tensor,
-                    samples: List[SegDataSample]) -> Dict[str, Tensor]:
+    def _net_losses(self, k: int, inputs: Tensor, samples: List[SegDataSample],
+                    alpha: float, beta: float) -> Dict[str, Tensor]:
         net = self.nets[k]
         logits = net(inputs)
         size = tuple(logits.shape[-2:])
@@ -260,7 +260,6 @@ class CoTrainingSegmentor(BaseSegmentor):
             gt = _stack_map(samples, 'gt_sem_seg', size, IGNORE, torch.long, dev)[:, 0]
             losses[f'loss_full_{tag}'] = masked_ce(logits, gt)
             return losses
-        alpha, beta = loss_weights(self.progress(), self.eta, self.eps)
         if self.use_voronoi:
             vor = _stack_map(samples, 'gt_voronoi', size, IGNORE, torch.long, dev)[:, 0]
             losses[f'loss_vor_{tag}'] = masked_ce(logits, vor)
@@ -289,16 +288,17 @@ class CoTrainingSegmentor(BaseSegmentor):
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
         """Eq. (9) summed over the nets; each net only sees the samples of its half."""
         halves = [self.half_of(s) for s in data_samples]
+        alpha, beta = loss_weights(self.progress(), self.eta, self.eps)
         losses: Dict[str, Tensor] = {}
         for k in range(len(self.nets)):
             idx = [i for i, h in enumerate(halves) if h == k]
             if idx:
-                losses.update(self._net_losses(k, inputs[idx], [data_samples[i] for i in idx]))
+                losses.update(self._net_losses(k, inputs[idx], [data_samples[i] for i in idx],
+                                               alpha, beta))
             else:  # keep every parameter in the graph (DDP) with a zero loss
                 idle = sum(p.sum() for p in self.nets[k].parameters()) * 0.0
                 losses[f'loss_idle_{"ab"[k]}'] = idle
         if self.supervision == 'points':
-            alpha, beta = loss_weights(self.progress(), self.eta, self.eps)
             dev = inputs.device
             losses['alpha'] = torch.tensor(alpha if self.use_cotraining else 0.0, device=dev)
             losses['beta'] = torch.tensor(beta if self.use_colorization else 0.0, device=dev)

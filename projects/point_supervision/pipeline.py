@@ -25,7 +25,8 @@ from projects.common.registry import TRANSFORMS, register
 MAX_INDEX_PIXELS = 1 << 24
 
 
-def _add_seg_field(results: dict, key: str) -> None:
+def add_seg_field(results: dict, key: str) -> None:
+    """Append ``key`` to ``results['seg_fields']`` once (the maps mmseg's crop moves)."""
     fields = results.setdefault('seg_fields', [])
     if key not in fields:
         fields.append(key)
@@ -53,12 +54,12 @@ class AddSourceIndex(BaseTransform):
                              f'cut the image into patches first')
         results['gt_src_index'] = np.arange(h * w, dtype=np.float32).reshape(h, w)
         results['src_shape'] = (h, w)
-        _add_seg_field(results, 'gt_src_index')
+        add_seg_field(results, 'gt_src_index')
         for key in self.extra_keys:
             if key not in results:
                 raise ValueError(f'AddSourceIndex: results has no {key!r} (keys: '
                                  f'{sorted(results)})')
-            _add_seg_field(results, key)
+            add_seg_field(results, key)
         return results
 
     def __repr__(self) -> str:

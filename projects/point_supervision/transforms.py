@@ -4,8 +4,9 @@
 ``results['gt_cluster_map']`` (uint8, 0 background, 1 nucleus, 255 ignore; see
 :mod:`projects.point_supervision.labels`). Both read ``results['gt_points']`` (written by
 ``LoadPointAnnotations``) and the current image, and append their key to
-``results['seg_fields']`` so that mmseg's RandomCrop / RandomFlip / Resize move the maps
-with the image (nearest neighbour). Put them right after the loading transforms, before
+``results['seg_fields']`` so that mmseg's ``RandomCrop`` and our ``RandomZoom`` /
+``RandomRot90Flip`` (pipeline.py) move the maps with the image (mmcv's ``Resize`` and
+``RandomFlip`` only move ``gt_seg_map``). Put them right after the loading transforms, before
 any geometric or photometric transform: the labels are defined on the full image (the
 paper computes them on whole images, then crops 250 x 250 patches)::
 
@@ -26,7 +27,7 @@ import os.path as osp
 import zlib
 from collections import OrderedDict
 from pathlib import PurePath
-from typing import Hashable, Optional
+from typing import Hashable, Optional, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -35,26 +36,31 @@ from projects.common.io import read_image
 from projects.common.registry import TRANSFORMS, register
 
 from . import labels as L
+from .pipeline import add_seg_field
 
 __all__ = ['PointsToVoronoiLabel', 'PointsToClusterLabel', 'precomputed_label_path']
 
 
-def precomputed_label_path(img_path: str, label_dir: str) -> str:
-    """``img_path`` with its (last) path component ``img_dir`` replaced by ``label_dir`` and
-    the suffix replaced by ``.png``; ValueError naming the path if it has no ``img_dir``."""
+def _img_dir_index(img_path: str, label_dir: str) -> Tuple[Tuple[str, ...], int]:
+    """Path components of ``img_path`` and the index of its last ``img_dir`` folder."""
     parts = PurePath(img_path).parts
     idx = [i for i, p in enumerate(parts[:-1]) if p == 'img_dir']
     if not idx:
         raise ValueError(f'{img_path}: label_dir={label_dir!r} needs an image path with an '
                          f'"img_dir" folder (docs/data_layout.md) to find the label file')
-    i = idx[-1]
+    return parts, idx[-1]
+
+
+def precomputed_label_path(img_path: str, label_dir: str) -> str:
+    """``img_path`` with its (last) path component ``img_dir`` replaced by ``label_dir`` and
+    the suffix replaced by ``.png``; ValueError naming the path if it has no ``img_dir``."""
+    parts, i = _img_dir_index(img_path, label_dir)
     stem = osp.splitext(parts[-1])[0]
     return str(PurePath(*parts[:i], label_dir, *parts[i + 1:-1], stem + '.png'))
 
 
-def _generate_command(img_path: str) -> str:
-    parts = PurePath(img_path).parts
-    i = [k for k, p in enumerate(parts[:-1]) if p == 'img_dir'][-1]
+def _generate_command(img_path: str, label_dir: str) -> str:
+    parts, i = _img_dir_index(img_path, label_dir)
     root = str(PurePath(*parts[:i])) if i else '.'
     split = parts[i + 1] if i + 1 < len(parts) - 1 else '<split>'
     return f'python tools/generate_point_labels.py --root {root} --splits {split}'
@@ -87,7 +93,8 @@ class _PointLabel(BaseTransform):
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'{path}: precomputed {self.what} label not found for image {img_path}; '
-                f'write it with `{_generate_command(img_path)}` (it writes vor_dir / clu_dir), '
+                f'write it with `{_generate_command(img_path, self.label_dir)}` (it writes '
+                f'vor_dir / clu_dir), '
                 f'or drop label_dir to compute labels on the fly')
         label = read_image(path, channels=1)
         if label.shape != tuple(shape):
@@ -130,9 +137,7 @@ class _PointLabel(BaseTransform):
             except ValueError as err:
                 raise ValueError(f'{img_path}: {err}') from err
         results[self.key] = label
-        fields = results.setdefault('seg_fields', [])
-        if self.key not in fields:
-            fields.append(self.key)
+        add_seg_field(results, self.key)
         return results
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import projects  # noqa: F401
-from projects.common.instances import instance_geometry
+from projects.common.instances import box_centres, instance_geometry
 from projects.common.io import read_image, read_instance_map
 from projects.common.runner_utils import load_config
 from projects.point_supervision.labels import cluster_label, voronoi_label
@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     rgb = read_image(info['img_path'])
     inst = read_instance_map(info['inst_map_path'])
     _, _, boxes = instance_geometry(inst, source=info['inst_map_path'])
-    points = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    points = box_centres(boxes)
     vor = voronoi_label(points, inst.shape)
     clu = cluster_label(rgb, points, voronoi=vor)
     h_img = data['inputs'][0].numpy()
