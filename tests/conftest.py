@@ -102,3 +102,14 @@ def write_config(tmp_path, template: str, data: str, name: str) -> str:
     with open(path, 'w') as f:
         f.write(template.format(repo=REPO, data=data))
     return path
+
+
+@pytest.fixture(scope='session')
+def tiny_bags(tmp_path_factory) -> str:
+    """Synthetic proportion bags: 3 labelled + 4 proportion-only training slides, 1 val and
+    1 test slide of 128x128 px, 32-px patches (tools/dataset_converters/synthetic_bags.py)."""
+    root = str(tmp_path_factory.mktemp('bags'))
+    run_tool(['tools/dataset_converters/synthetic_bags.py', '--out', root, '--num-labelled',
+              '3', '--num-weak', '4', '--num-val', '1', '--num-test', '1', '--size', '128',
+              '--patch-size', '32', '--seed', '0', '--overwrite', '--no-progress'])
+    return root

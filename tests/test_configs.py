@@ -68,6 +68,18 @@ def _cotrain_batch():
                 data_samples=[sample])
 
 
+def _patch_batch():
+    """Two labelled 32x32 patches of different classes (proportion-bag classification)."""
+    from mmengine.structures import BaseDataElement
+    samples = []
+    for i in range(2):
+        s = BaseDataElement(metainfo=dict(sample_idx=i))
+        s.gt_label = torch.tensor(i)
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+                        for _ in range(2)], data_samples=samples)
+
+
 # A one-per-patch config differs from its sparse30 twin in the data pipeline and the PU
 # priors only (checked below), so only the twin's model is built and trained here.
 TWINS = {p: p.replace('one-per-patch', 'sparse30') for p in CONFIGS if 'one-per-patch' in p}
@@ -100,7 +112,11 @@ def test_config_builds_and_gives_finite_losses(path):
     ctx, scope = _scope(cfg)
     with ctx:
         cotrain = cfg.model.type == 'CoTrainingSegmentor'
-        if cotrain:
+        patches = cfg.model.type == 'PatchClassifier'
+        if patches:
+            from mmseg.registry import MODELS
+            batch = _patch_batch()
+        elif cotrain:
             from mmseg.registry import MODELS
             batch = _cotrain_batch()
         elif scope == 'mmseg':
@@ -133,7 +149,7 @@ def test_config_builds_and_gives_finite_losses(path):
     total.backward()
 
 
-@pytest.mark.parametrize('path', [p for p in CONFIGS if 'synthetic' in p],
+@pytest.mark.parametrize('path', [p for p in CONFIGS if 'synthetic' in p and 'bags' not in p],
                          ids=lambda p: osp.basename(p))
 def test_synthetic_config_classes_match_the_data(path, tiny_synthetic):
     """num_classes in the model equals the classes the data set reads from the files."""
@@ -155,3 +171,23 @@ def test_synthetic_config_classes_match_the_data(path, tiny_synthetic):
             assert tuple(dataset.metainfo['classes']) == NUCLEUS_CLASSES
             assert _det_classes(cfg) == len(NUCLEUS_CLASSES)
         assert len(dataset) == 2  # the fixture's two test tiles
+
+
+BAG_CONFIGS = [p for p in CONFIGS if 'synthetic-bags' in p]
+
+
+@pytest.mark.parametrize('path', BAG_CONFIGS, ids=lambda p: osp.basename(p))
+def test_bag_config_classes_match_the_data(path, tiny_bags):
+    """num_classes of the patch classifier equals the classes of the bag files."""
+    cfg = Config.fromfile(path)
+    ctx, _ = _scope(cfg)
+    with ctx:
+        from mmseg.registry import DATASETS
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            ds_cfg = cfg[loader].dataset
+            ds_cfg.data_root = tiny_bags + '/'
+            dataset = DATASETS.build(ds_cfg)
+            assert dataset.metainfo['classes'] == ('tumour', 'stroma', 'lymphocytic',
+                                                   'necrosis')
+            assert cfg.model.num_classes == 4
+            assert len(dataset) > 0

@@ -13,12 +13,13 @@ import os.path as osp
 import re
 import subprocess
 import sys
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from projects.common.io import write_json
 
-TRAIN_PY = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
-                    'train.py')
+_TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools')
+TRAIN_PY = osp.join(_TOOLS, 'train.py')
+TEST_PY = osp.join(_TOOLS, 'test.py')
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run folder name, %Y%m%d_%H%M%S
 NON_METRIC_KEYS = ('step', 'data_time', 'time')
 
@@ -126,14 +127,16 @@ def validate_on_test_at_end(cfg, source: str, who: str = 'the tool') -> None:
 
 
 def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
-              env: Optional[Dict[str, str]] = None) -> None:
+              env: Optional[Dict[str, str]] = None, extra: Sequence[str] = ()) -> None:
     """``tools/train.py cfg_path`` in a child process (same interpreter and environment).
 
     Its stdout / stderr go to ``child_stdout.log`` / ``child_stderr.log`` in ``child_dir``;
-    ``env`` adds environment variables; a non-zero exit raises RuntimeError with the command, the log paths and the stderr tail.
+    ``env`` adds environment variables, ``extra`` arguments after the config (e.g. the
+    checkpoint of ``tools/test.py``); a non-zero exit raises RuntimeError with the command,
+    the log paths and the stderr tail.
     """
     out, err = osp.join(child_dir, 'child_stdout.log'), osp.join(child_dir, 'child_stderr.log')
-    cmd = [sys.executable, train_py, cfg_path, '--work-dir', child_dir]
+    cmd = [sys.executable, train_py, cfg_path, *extra, '--work-dir', child_dir]
     with open(out, 'w') as fo, open(err, 'w') as fe:
         code = subprocess.call(cmd, stdout=fo, stderr=fe,
                                env=None if env is None else {**os.environ, **env})

@@ -1,0 +1,310 @@
+"""Tokunaga et al.'s Tables 1-2 on proportion bags: train configs, test the best checkpoint.
+
+Example (the README's table)::
+
+    C=configs/negative_pseudo_labels/patchcls_mobilenetv2-w05
+    python tools/analysis_tools/npl_ablation.py \\
+        ${C}_{sup,pl-fixed,pl-adaptive,npl,multi-npl,pl-adaptive-npl,pl-adaptive-multi-npl}_32e_synthetic-bags.py \\
+        --work-dir work_dirs/npl_ablation --jobs 2 --resume \\
+        --figure-bag test_000 --figure docs/negative_pseudo_labels/test_maps.png
+
+Each config is trained in a child process (``tools/train.py``, ``--jobs`` at a time, each
+with ``OMP_NUM_THREADS=--threads``); its checkpoint with the best validation mIoU (the
+configs' ``save_best``, the paper's early stopping) is scored on the test split by
+``tools/test.py`` (predictions kept in ``<run>/test/preds.pkl``). The table lists OP, PC,
+mAcc, mIoU (paper eq. 7) and, when the data root holds ``weak_truth.json`` (the synthetic
+bags' hidden patch labels, never read by training), the precision of the last round's
+positive and negative pseudo labels. Outputs: ``DIR/npl_ablation.{json,md}``,
+``DIR/npl_rounds.png`` (per round: mean SAE of the bags and pseudo-label precision) and
+with ``--figure`` one picture of the test slide ``--figure-bag``: image, ground truth and
+each config's stitched prediction.
+``--resume`` reuses finished runs whose config did not change.
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import os.path as osp
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.config import DictAction
+
+from projects.common.child_runs import TEST_PY, newest_scalars, run_child, train_or_reuse
+from projects.common.io import atomic_write, read_rgb_uint8, write_image, write_json
+from projects.common.runner_utils import load_config
+
+DONE_FILE = 'npl_ablation_done.json'
+METRICS = ('OP', 'PC', 'mAcc', 'mIoU')
+BEST = re.compile(r'best_mIoU_epoch_(\d+)\.pth$')
+
+
+def best_checkpoint(work_dir: str) -> str:
+    """The ``best_mIoU_epoch_<k>.pth`` CheckpointHook kept (error names the folder)."""
+    found = [p for p in glob.glob(osp.join(work_dir, 'best_mIoU_epoch_*.pth')) if BEST.search(p)]
+    if len(found) != 1:
+        raise FileNotFoundError(f'{work_dir}: expected one best_mIoU_epoch_<k>.pth (the '
+                                f"configs' save_best='mIoU'), found {len(found)}")
+    return found[0]
+
+
+def read_test_metrics(test_dir: str) -> dict:
+    """The metrics JSON tools/test.py left in its newest run folder."""
+    runs = sorted(glob.glob(osp.join(test_dir, '[0-9]' * 8 + '_' + '[0-9]' * 6)))
+    files = glob.glob(osp.join(runs[-1], '*.json')) if runs else []
+    if len(files) != 1:
+        raise FileNotFoundError(f'{test_dir}: no metrics JSON from tools/test.py')
+    with open(files[0]) as f:
+        return json.load(f)
+
+
+def pseudo_label_precision(work_dir: str, truth: np.ndarray) -> List[dict]:
+    """Per round: counts and precision of the positive / negative pseudo labels against
+    the hidden labels ``truth`` (training-set order of the weak patches)."""
+    rounds = []
+    for k in range(1, 10_000):
+        path = osp.join(work_dir, f'npl_round_{k}.npz')
+        if not osp.isfile(path):
+            break
+        with np.load(path) as z:
+            pos, neg, probs = z['positive'], z['negative'], z['probs']
+        if len(pos) != len(truth):
+            raise ValueError(f'{path}: {len(pos)} weak patches, weak_truth.json has '
+                             f'{len(truth)}')
+        has = pos >= 0
+        rows, cols = np.nonzero(neg)
+        rounds.append(dict(
+            round=k, positive=int(has.sum()), negative=int(len(rows)),
+            positive_precision=float((pos[has] == truth[has]).mean()) if has.any() else None,
+            negative_precision=float((truth[rows] != cols).mean()) if len(rows) else None,
+            accuracy=float((probs.argmax(1) == truth).mean())))
+    return rounds
+
+
+def _weak_truth(cfg) -> Optional[np.ndarray]:
+    ds = cfg.train_dataloader.dataset
+    root = ds.get('data_root', '')
+    path = osp.join(root, 'weak_truth.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        truth = json.load(f)
+    with open(osp.join(root, ds.ann_file)) as f:
+        bags = json.load(f)['bags']
+    return np.asarray([c for b in bags if not b['labelled'] for c in truth[b['name']]])
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table: metrics in %, last-round pseudo labels with their precision."""
+    head = ('| config | ' + ' | '.join(METRICS) + ' | best epoch | last round: positive '
+            '(precision) | negative (precision) | train s |')
+    lines = [head, '|' + '---|' * (len(METRICS) + 5)]
+
+    def pct(v):
+        return '-' if v is None else f'{100 * v:.1f}%'
+
+    for r in rows:
+        vals = ' | '.join(f'{100 * r["metrics"][k]:.1f}' for k in METRICS)
+        last = r['rounds'][-1] if r['rounds'] else None
+        pos = f'{last["positive"]} ({pct(last["positive_precision"])})' if last else '-'
+        neg = f'{last["negative"]} ({pct(last["negative_precision"])})' if last else '-'
+        lines.append(f'| {r["name"]} | {vals} | {r["best_epoch"]} | {pos} | {neg} | '
+                     f'{r["seconds"]:.0f} |')
+    return '\n'.join(lines)
+
+
+def _run(job: dict, resume: bool, threads: int) -> dict:
+    t0 = time.time()
+    env = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+    _, _, reused = train_or_reuse(job['cfg_path'], job['dir'], 'mIoU', DONE_FILE, resume,
+                                  env=env)
+    ckpt = best_checkpoint(job['dir'])
+    test_dir = osp.join(job['dir'], 'test')
+    os.makedirs(test_dir, exist_ok=True)
+    preds = osp.join(test_dir, 'preds.pkl')
+    metrics = read_test_metrics(test_dir) if reused and osp.isfile(preds) else None
+    if metrics is None:
+        run_child(job['cfg_path'], test_dir, train_py=TEST_PY, env=env,
+                  extra=[ckpt, '--out', preds])
+        metrics = read_test_metrics(test_dir)
+    missing = [k for k in METRICS if k not in metrics]
+    if missing:
+        raise ValueError(f'{job["config"]}: the test metrics have no {missing} (the test '
+                         f'evaluator must be PatchSegMetric)')
+    rounds = [] if job['truth'] is None else pseudo_label_precision(job['dir'], job['truth'])
+    return dict(name=job['name'], config=job['config'], reused=reused, checkpoint=ckpt,
+                best_epoch=int(BEST.search(ckpt).group(1)), seconds=time.time() - t0,
+                work_dir=osp.abspath(job['dir']), preds=preds, rounds=rounds,
+                metrics={k: metrics[k] for k in metrics if k in METRICS + ('patch_acc', )},
+                scalars=newest_scalars(job['dir']))
+
+
+def plot_rounds(rows: Sequence[dict], out: str) -> None:
+    """Mean SAE of the bags and pseudo-label precision per round, one line per config."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for r in rows:
+        path = osp.join(r['work_dir'], 'npl_rounds.json')
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            hist = json.load(f)
+        axes[0].plot([h['round'] for h in hist], [h['mean_sae'] for h in hist], 'o-',
+                     label=r['name'])
+        for ax, key in ((axes[1], 'positive_precision'), (axes[2], 'negative_precision')):
+            pts = [(x['round'], x[key]) for x in r['rounds'] if x[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts), 'o-', label=r['name'])
+    titles = ('mean SAE of the bags (eq. 2)', 'positive pseudo labels: precision',
+              'negative pseudo labels: precision')
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel('round')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
+    plt.close(fig)
+
+
+def _short_names(names: Sequence[str]) -> List[str]:
+    """Drop the prefix and suffix all names share (at '_' boundaries)."""
+    if len(names) < 2:
+        return list(names)
+    parts = [n.split('_') for n in names]
+    head = 0
+    while all(len(p) > head + 1 and p[head] == parts[0][head] for p in parts):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == parts[0][-1 - tail] for p in parts):
+        tail += 1
+    return ['_'.join(p[head:len(p) - tail]) for p in parts]
+
+
+def _titled(img: np.ndarray, title: str) -> np.ndarray:
+    from PIL import Image, ImageDraw
+    strip = Image.new('RGB', (img.shape[1], 16), 'white')
+    ImageDraw.Draw(strip).text((3, 2), title, fill='black')
+    return np.concatenate([np.asarray(strip), img], 0)
+
+
+def draw_figure(rows: Sequence[dict], cfg, bag: str, out: str, columns: int = 3) -> None:
+    """The slide ``bag`` of the test split, its ground truth and each config's stitched
+    prediction (from tools/test.py --out), in a grid with a legend."""
+    import pickle
+
+    from PIL import Image, ImageDraw
+
+    from projects.common.datasets import _palette
+    from projects.common.io import read_image
+    from projects.negative_pseudo_labels.bags import read_bag_json
+    from projects.negative_pseudo_labels.metric import stitch, upsample_grid
+    ds = cfg.test_dataloader.dataset
+    root = ds.get('data_root', '')
+    layout = read_bag_json(osp.join(root, ds.ann_file))
+    found = [b for b in layout['bags'] if b['name'] == bag]
+    if not found:
+        raise ValueError(f'{osp.join(root, ds.ann_file)}: no bag named {bag!r}')
+    info, classes = found[0], layout['metainfo']['classes']
+    p, h, w = layout['metainfo']['patch_size'], info['height'], info['width']
+    lut = np.full((256, 3), 255, np.uint8)
+    lut[:len(classes)] = _palette(len(classes))
+    tiles = [_titled(read_rgb_uint8(osp.join(root, info['img_path'])), bag)]
+    mask = read_image(osp.join(root, info['mask_path']), channels=None)
+    tiles.append(_titled(lut[mask], 'ground truth (white: ignored)'))
+    for r, name in zip(rows, _short_names([r['name'] for r in rows])):
+        with open(r['preds'], 'rb') as f:
+            preds = [d for d in pickle.load(f) if d['bag_name'] == bag]
+        grid = np.array([d['grid'] for d in preds])
+        labels = np.array([int(np.asarray(d['pred_label'])) for d in preds])
+        pred = upsample_grid(stitch(grid, labels, (h // p, w // p)), p, h, w)
+        tiles.append(_titled(lut[pred], f'{name}: mIoU {100 * r["metrics"]["mIoU"]:.1f}'))
+    blank = np.full_like(tiles[0], 255)
+    tiles += [blank] * (-len(tiles) % columns)
+    grid_rows = [np.concatenate([np.pad(t, ((0, 0), (0, 6), (0, 0)), constant_values=255)
+                                 for t in tiles[i:i + columns]], 1)
+                 for i in range(0, len(tiles), columns)]
+    body = np.concatenate(grid_rows, 0)
+    legend = Image.new('RGB', (body.shape[1], 20), 'white')
+    draw = ImageDraw.Draw(legend)
+    x = 4
+    for c, name in enumerate(classes):
+        draw.rectangle((x, 4, x + 12, 16), fill=tuple(int(v) for v in lut[c]), outline='black')
+        draw.text((x + 16, 4), name, fill='black')
+        x += 28 + 7 * len(name)
+    write_image(out, np.concatenate([body, np.asarray(legend)], 0))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('configs', nargs='+', help='configs to train and score')
+    p.add_argument('--work-dir', required=True, help='one run folder per config inside')
+    p.add_argument('--jobs', type=int, default=1, help='trainings at a time')
+    p.add_argument('--threads', type=int, default=1, help='OMP threads per training')
+    p.add_argument('--resume', action='store_true', help='reuse finished runs')
+    p.add_argument('--figure-bag', help='test bag whose stitched maps --figure stacks')
+    p.add_argument('--figure', help='PNG path of the stacked test maps')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override settings of every config (e.g. randomness.seed=1)')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, list]:
+    args = parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        raise ValueError('--jobs and --threads must be >= 1')
+    if bool(args.figure) != bool(args.figure_bag):
+        raise ValueError('--figure and --figure-bag go together')
+    names = [osp.splitext(osp.basename(c))[0] for c in args.configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f'config names must be distinct, got {names}')
+    jobs = []
+    for config, name in zip(args.configs, names):
+        cfg = copy.deepcopy(load_config(config, args.cfg_options))
+        child = osp.join(args.work_dir, name)
+        cfg.work_dir = child
+        cfg.resume = False
+        os.makedirs(child, exist_ok=True)
+        cfg_path = osp.join(child, f'{name}.py')
+        atomic_write(cfg_path, cfg.dump)
+        jobs.append(dict(config=config, name=name, dir=child, cfg_path=cfg_path,
+                         truth=_weak_truth(cfg)))
+    print(f'[npl_ablation] {len(jobs)} runs, {args.jobs} at a time; logs in each run folder',
+          flush=True)
+    rows: List[dict] = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(_run, j, args.resume, args.threads): j for j in jobs}
+        for fut in as_completed(futures):
+            row = fut.result()
+            rows.append(row)
+            how = 'reused' if row['reused'] else f'{row["seconds"]:.0f} s'
+            print(f'[npl_ablation] ({len(rows)}/{len(jobs)}) {row["name"]}: test mIoU = '
+                  f'{row["metrics"]["mIoU"]:.4f} ({how})', flush=True)
+    order = {j['name']: i for i, j in enumerate(jobs)}
+    rows.sort(key=lambda r: order[r['name']])
+    table = format_table(rows)
+    print(table)
+    write_json(osp.join(args.work_dir, 'npl_ablation.json'), dict(rows=rows))
+
+    def write_md(tmp: str) -> None:
+        with open(tmp, 'w') as f:
+            f.write(table + '\n')
+
+    atomic_write(osp.join(args.work_dir, 'npl_ablation.md'), write_md)
+    plot_rounds(rows, osp.join(args.work_dir, 'npl_rounds.png'))
+    if args.figure:
+        draw_figure(rows, load_config(jobs[0]['cfg_path']), args.figure_bag, args.figure)
+        print(f'[npl_ablation] wrote {args.figure}', flush=True)
+    print(f'[npl_ablation] wrote {osp.join(args.work_dir, "npl_ablation")}.{{json,md}} and '
+          f'npl_rounds.png', flush=True)
+    return dict(rows=rows)
+
+
+if __name__ == '__main__':
+    main()
