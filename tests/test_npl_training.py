@@ -162,8 +162,9 @@ def test_hook_refuses_iteration_loops_and_other_samplers(tiny_bags, tmp_path):
         path.write_text(f"_base_ = '{base}'\n{body}\n")
         opts = [o for o in _options(tiny_bags, 1)
                 if not o.startswith(('train_cfg', 'train_dataloader.sampler'))]
-        proc = run_tool(['tools/train.py', str(path), '--work-dir', str(tmp_path / f'work_{name[:-3]}'),
-                         '--cfg-options', *opts], check=False)
+        work = str(tmp_path / f'work_{name[:-3]}')
+        proc = run_tool(['tools/train.py', str(path), '--work-dir', work, '--cfg-options', *opts],
+                        check=False)
         assert proc.returncode != 0
         assert re.search(message, proc.stderr + proc.stdout), proc.stderr[-2000:]
 
@@ -176,3 +177,32 @@ def test_hook_arguments_are_checked():
         NegativePseudoLabelHook(positive='soft')
     with pytest.raises(ValueError, match='threshold=1.5'):
         NegativePseudoLabelHook(positive='fixed', threshold=1.5)
+
+
+def test_round_under_ddp_gathers_every_rank_share(tiny_bags, tmp_path):
+    """Two gloo ranks each predict half of the weak patches; the gathered probabilities
+    are the model's on every patch, in training-set order, and both ranks agree."""
+    from conftest import free_port
+
+    from projects.negative_pseudo_labels import ProportionBagDataset, select_pseudo_labels
+    work = str(tmp_path / 'ddp')
+    proc = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+                     f'--master_port={free_port()}', 'tools/train.py', CFG, '--launcher',
+                     'pytorch', '--work-dir', work, '--cfg-options', *_options(tiny_bags, 2)],
+                    timeout=900)
+    log = proc.stdout + proc.stderr
+    assert 'Distributed training: True' in log
+    assert 'world_size: 2' in log or 'GPU number: 2' in log
+    ds = ProportionBagDataset(ann_file='train.json', data_root=tiny_bags, pipeline=[])
+    weak = ds.weak_indices
+    r1 = _round(work, 1)
+    probs = _probs_from_checkpoint(osp.join(work, 'epoch_1.pth'), tiny_bags, weak)
+    assert r1['indices'].tolist() == weak.tolist()
+    assert np.allclose(r1['probs'], probs, atol=1e-5)
+    for b in np.unique(ds.patch_bag[weak]):
+        sel = ds.patch_bag[weak] == b
+        pos, _ = select_pseudo_labels(r1['probs'][sel].astype(np.float64), ds.bag_ratios[b])
+        assert pos.tolist() == r1['positive'][sel].tolist()
+    state = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)[
+        'negative_pseudo_labels']
+    assert state['positive'][weak].tolist() == r1['positive'].tolist()

@@ -3,7 +3,7 @@
 # batch 18, 100 epochs with the best validation mIoU kept. Stage 1: supervised only.
 # ImageNet weights: uncomment init_cfg (downloads torchvision's MobileNetV2 once).
 _base_ = [
-    '../_base_/datasets/proportion_bags_224px.py', '../_base_/default_runtime_seg.py'
+    '../_base_/datasets/proportion_bags.py', '../_base_/default_runtime_seg.py'
 ]
 custom_imports = dict(imports=['projects.negative_pseudo_labels'], allow_failed_imports=False)
 num_classes = 5  # e.g. lepidic, acinar, papillary, micropapillary, solid

@@ -6,6 +6,7 @@ from mmengine's ``DIR/<timestamp>/vis_data/scalars.json``; a tool marks a finish
 with a small JSON "done" file holding the SHA-256 of the config it trained, so that
 ``--resume`` retrains only what changed.
 """
+import copy
 import hashlib
 import json
 import os
@@ -13,9 +14,10 @@ import os.path as osp
 import re
 import subprocess
 import sys
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from projects.common.io import write_json
+from projects.common.io import atomic_write, write_json
 
 _TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools')
 TRAIN_PY = osp.join(_TOOLS, 'train.py')
@@ -167,3 +169,62 @@ def train_or_reuse(cfg_path: str, child_dir: str, metric: str, done_file: str,
     write_json(done, dict(config_sha256=sha256_file(cfg_path), scalars=osp.abspath(scalars),
                           returncode=0))
     return record, scalars, False
+
+
+def prepare_children(configs: Sequence[str], work_dir: str, cfg_options: Optional[dict] = None,
+                     edit: Optional[Callable] = None) -> List[dict]:
+    """One run folder per config: ``<work_dir>/<config name>/<config name>.py``.
+
+    Each config is loaded with ``cfg_options``, passed to ``edit(cfg, config)`` if given,
+    pointed at its folder and dumped there. Returns the jobs (``config``, ``name``,
+    ``dir``, ``cfg_path``, ``cfg``); config names must be distinct.
+    """
+    from projects.common.runner_utils import load_config
+    names = [osp.splitext(osp.basename(c))[0] for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f'config names must be distinct, got {names}')
+    jobs = []
+    for config, name in zip(configs, names):
+        cfg = copy.deepcopy(load_config(config, cfg_options))
+        if edit is not None:
+            edit(cfg, config)
+        child = osp.join(work_dir, name)
+        cfg.work_dir = child
+        os.makedirs(child, exist_ok=True)
+        cfg_path = osp.join(child, f'{name}.py')
+        atomic_write(cfg_path, cfg.dump)
+        jobs.append(dict(config=config, name=name, dir=child, cfg_path=cfg_path, cfg=cfg))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[dict], run: Callable[[dict], dict], workers: int, tag: str,
+             describe: Callable[[dict], str]) -> List[dict]:
+    """``run(job)`` for every job, ``workers`` at a time (threads driving child processes).
+
+    Prints ``[tag] (k/n) name: describe(row) (time or 'reused')`` as each finishes; the
+    rows come back in the order of the jobs.
+    """
+    print(f'[{tag}] {len(jobs)} runs, {workers} at a time; logs in each run folder',
+          flush=True)
+    rows: List[dict] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, j) for j in jobs]
+        for fut in as_completed(futures):
+            row = fut.result()
+            rows.append(row)
+            how = 'reused' if row['reused'] else f'{row["seconds"]:.0f} s'
+            print(f'[{tag}] ({len(rows)}/{len(jobs)}) {row["name"]}: {describe(row)} ({how})',
+                  flush=True)
+    order = {j['name']: i for i, j in enumerate(jobs)}
+    return sorted(rows, key=lambda r: order[r['name']])
+
+
+def write_table(work_dir: str, stem: str, table: str, rows: Sequence[dict]) -> None:
+    """``<work_dir>/<stem>.json`` (the rows) and ``<stem>.md`` (the table), atomically."""
+    write_json(osp.join(work_dir, f'{stem}.json'), dict(rows=list(rows)))
+
+    def write_md(tmp: str) -> None:
+        with open(tmp, 'w') as f:
+            f.write(table + '\n')
+
+    atomic_write(osp.join(work_dir, f'{stem}.md'), write_md)

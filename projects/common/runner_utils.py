@@ -108,3 +108,13 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def hook_model(runner, cls: type, hook: str):
+    """The runner's model without its DDP wrapper; TypeError (naming ``hook``) unless it
+    is a ``cls``."""
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if not isinstance(model, cls):
+        raise TypeError(f'{hook} needs a {cls.__name__}, the model is {type(model).__name__}')
+    return model

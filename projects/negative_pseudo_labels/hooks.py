@@ -7,10 +7,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.dist import all_gather_object, get_dist_info, is_main_process
+from mmengine.dist import all_gather_object, broadcast, get_dist_info, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import EpochBasedTrainLoop, Runner
 from torch.utils.data import DataLoader, Subset
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from projects.common.io import atomic_write, write_json
 from projects.common.layout import track
 from projects.common.registry import HOOKS, register
+from projects.common.runner_utils import hook_model
 from .classifier import PatchClassifier
 from .dataset import ProportionBagDataset
 from .sampler import PseudoLabelSampler
@@ -29,11 +29,7 @@ _NEGATIVE = (None, 'single', 'multi')
 
 
 def _model(runner: Runner) -> PatchClassifier:
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    if not isinstance(model, PatchClassifier):
-        raise TypeError(f'NegativePseudoLabelHook needs a PatchClassifier, the model is '
-                        f'{type(model).__name__}')
-    return model
+    return hook_model(runner, PatchClassifier, 'NegativePseudoLabelHook')
 
 
 @register(HOOKS)
@@ -64,7 +60,8 @@ class NegativePseudoLabelHook(Hook):
 
     Predictions use ``pipeline`` (default: the ``val_dataloader`` pipeline of the config)
     in eval mode, on ``batch_size`` patches at a time; in distributed runs each rank
-    predicts a share and the probabilities are gathered, so every rank selects the same.
+    predicts a share with rank 0's batch-norm statistics (the checkpoint's) and the
+    probabilities are gathered, so every rank selects the same.
     """
 
     priority = 'NORMAL'
@@ -163,6 +160,11 @@ class NegativePseudoLabelHook(Hook):
                             shuffle=False, num_workers=self.num_workers,
                             collate_fn=pseudo_collate)
         model = _model(runner)
+        if world > 1:
+            # DDP keeps the weights equal but not the batch-norm statistics: give every rank
+            # rank 0's (those of the checkpoint) so that the shares come from one model
+            for buf in model.buffers():
+                broadcast(buf, src=0)
         was_training = model.training
         model.eval()
         parts = []

@@ -252,8 +252,8 @@ class PatchSegMetric(BaseMetric):
     ``out_dir``: one PNG per bag, ``<bag_name>.png`` (characters other than letters,
     digits, ``.``, ``-``, ``_`` replaced by ``_``): the stitched prediction (left, pixel
     (r, c) of the image = pixel (r, c) of the bag) and the patch labels (right, after an
-    8-px separator), colours from ``dataset_meta['palette']`` or :func:`projects.common.datasets._palette` (the data sets' own),
-    white = no patch, grey = no label, legend below. Bags larger than 4096 px are drawn
+    8-px separator), colours from ``dataset_meta['palette']`` or the data sets' own
+    (:func:`projects.common.datasets._palette`), white = no patch, grey = no label, legend below. Bags larger than 4096 px are drawn
     with fewer pixels per patch.
 
     After :meth:`compute_metrics`, ``last_confusion`` holds the (C, C) int64 confusion that

@@ -7,12 +7,12 @@ import torch
 from mmengine.dataset import Compose
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from projects.common.layout import track
 from projects.common.registry import HOOKS, register
+from projects.common.runner_utils import hook_model
 from .cotraining import CoTrainingSegmentor, ema_update
 
 CKPT_KEY = 'ema_pseudo_labels'
@@ -30,11 +30,7 @@ def split_halves(paths: Sequence[str], seed: int = 0) -> Dict[str, int]:
 
 
 def _model(runner: Runner) -> CoTrainingSegmentor:
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    if not isinstance(model, CoTrainingSegmentor):
-        raise TypeError(f'EMAPseudoLabelHook needs a CoTrainingSegmentor, the model is '
-                        f'{type(model).__name__}')
-    return model
+    return hook_model(runner, CoTrainingSegmentor, 'EMAPseudoLabelHook')
 
 
 @register(HOOKS)

@@ -3,8 +3,9 @@
 Example (the README's table)::
 
     C=configs/negative_pseudo_labels/patchcls_mobilenetv2-w05
-    python tools/analysis_tools/npl_ablation.py \\
-        ${C}_{sup,pl-fixed,pl-adaptive,npl,multi-npl,pl-adaptive-npl,pl-adaptive-multi-npl}_32e_synthetic-bags.py \\
+    S=32e_synthetic-bags.py
+    python tools/analysis_tools/npl_ablation.py ${C}_{sup,pl-fixed,pl-adaptive,npl}_$S \\
+        ${C}_{multi-npl,pl-adaptive-npl,pl-adaptive-multi-npl}_$S \\
         --work-dir work_dirs/npl_ablation --jobs 2 --resume \\
         --figure-bag test_000 --figure docs/negative_pseudo_labels/test_maps.png
 
@@ -21,22 +22,20 @@ each config's stitched prediction.
 ``--resume`` reuses finished runs whose config did not change.
 """
 import argparse
-import copy
 import glob
 import json
 import os
 import os.path as osp
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.config import DictAction
 
-from projects.common.child_runs import TEST_PY, newest_scalars, run_child, train_or_reuse
-from projects.common.io import atomic_write, read_rgb_uint8, write_image, write_json
-from projects.common.runner_utils import load_config
+from projects.common.child_runs import (TEST_PY, newest_scalars, prepare_children, run_child,
+                                        run_jobs, train_or_reuse, write_table)
+from projects.common.io import atomic_write, read_rgb_uint8, write_image
 
 DONE_FILE = 'npl_ablation_done.json'
 METRICS = ('OP', 'PC', 'mAcc', 'mIoU')
@@ -261,45 +260,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, list]:
         raise ValueError('--jobs and --threads must be >= 1')
     if bool(args.figure) != bool(args.figure_bag):
         raise ValueError('--figure and --figure-bag go together')
-    names = [osp.splitext(osp.basename(c))[0] for c in args.configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f'config names must be distinct, got {names}')
-    jobs = []
-    for config, name in zip(args.configs, names):
-        cfg = copy.deepcopy(load_config(config, args.cfg_options))
-        child = osp.join(args.work_dir, name)
-        cfg.work_dir = child
-        cfg.resume = False
-        os.makedirs(child, exist_ok=True)
-        cfg_path = osp.join(child, f'{name}.py')
-        atomic_write(cfg_path, cfg.dump)
-        jobs.append(dict(config=config, name=name, dir=child, cfg_path=cfg_path,
-                         truth=_weak_truth(cfg)))
-    print(f'[npl_ablation] {len(jobs)} runs, {args.jobs} at a time; logs in each run folder',
-          flush=True)
-    rows: List[dict] = []
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_run, j, args.resume, args.threads): j for j in jobs}
-        for fut in as_completed(futures):
-            row = fut.result()
-            rows.append(row)
-            how = 'reused' if row['reused'] else f'{row["seconds"]:.0f} s'
-            print(f'[npl_ablation] ({len(rows)}/{len(jobs)}) {row["name"]}: test mIoU = '
-                  f'{row["metrics"]["mIoU"]:.4f} ({how})', flush=True)
-    order = {j['name']: i for i, j in enumerate(jobs)}
-    rows.sort(key=lambda r: order[r['name']])
+    jobs = prepare_children(args.configs, args.work_dir, args.cfg_options,
+                            edit=lambda cfg, config: cfg.__setitem__('resume', False))
+    for job in jobs:
+        job['truth'] = _weak_truth(job['cfg'])
+    rows = run_jobs(jobs, lambda j: _run(j, args.resume, args.threads), args.jobs,
+                    'npl_ablation', lambda row: f'test mIoU = {row["metrics"]["mIoU"]:.4f}')
     table = format_table(rows)
     print(table)
-    write_json(osp.join(args.work_dir, 'npl_ablation.json'), dict(rows=rows))
-
-    def write_md(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(table + '\n')
-
-    atomic_write(osp.join(args.work_dir, 'npl_ablation.md'), write_md)
+    write_table(args.work_dir, 'npl_ablation', table, rows)
     plot_rounds(rows, osp.join(args.work_dir, 'npl_rounds.png'))
     if args.figure:
-        draw_figure(rows, load_config(jobs[0]['cfg_path']), args.figure_bag, args.figure)
+        draw_figure(rows, jobs[0]['cfg'], args.figure_bag, args.figure)
         print(f'[npl_ablation] wrote {args.figure}', flush=True)
     print(f'[npl_ablation] wrote {osp.join(args.work_dir, "npl_ablation")}.{{json,md}} and '
           f'npl_rounds.png', flush=True)

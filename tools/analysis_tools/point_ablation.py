@@ -15,19 +15,14 @@ whole records to ``DIR/point_ablation.{json,md}``. ``--resume`` reuses finished 
 config did not change.
 """
 import argparse
-import copy
-import os
 import os.path as osp
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import DictAction
 
-from projects.common.child_runs import (NON_METRIC_KEYS, train_or_reuse,
-                                        validate_on_test_at_end)
-from projects.common.io import atomic_write, write_json
-from projects.common.runner_utils import load_config
+from projects.common.child_runs import (NON_METRIC_KEYS, prepare_children, run_jobs,
+                                        train_or_reuse, validate_on_test_at_end, write_table)
 
 DONE_FILE = 'point_ablation_done.json'
 COLUMNS = (('nuclei/pixel_acc', 'Acc'), ('nuclei/pixel_f1', 'F1'),
@@ -74,41 +69,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, list]:
     args = parse_args(argv)
     if args.jobs < 1 or args.threads < 1:
         raise ValueError('--jobs and --threads must be >= 1')
-    names = [osp.splitext(osp.basename(c))[0] for c in args.configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f'config names must be distinct, got {names}')
-    jobs = []
-    for config, name in zip(args.configs, names):
-        cfg = copy.deepcopy(load_config(config, args.cfg_options))
-        validate_on_test_at_end(cfg, config, 'point_ablation')
-        child = osp.join(args.work_dir, name)
-        cfg.work_dir = child
-        os.makedirs(child, exist_ok=True)
-        cfg_path = osp.join(child, f'{name}.py')
-        atomic_write(cfg_path, cfg.dump)
-        jobs.append(dict(config=config, name=name, dir=child, cfg_path=cfg_path))
-    print(f'[point_ablation] {len(jobs)} runs, {args.jobs} at a time; logs in each run '
-          f'folder', flush=True)
-    rows: List[dict] = []
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_run, j, args.resume, args.threads): j for j in jobs}
-        for fut in as_completed(futures):
-            row = fut.result()
-            rows.append(row)
-            how = 'reused' if row['reused'] else f'{row["seconds"]:.0f} s'
-            print(f'[point_ablation] ({len(rows)}/{len(jobs)}) {row["name"]}: Dice_obj = '
-                  f'{row["metrics"]["nuclei/dice_obj"]:.4f} ({how})', flush=True)
-    order = {j['name']: i for i, j in enumerate(jobs)}
-    rows.sort(key=lambda r: order[r['name']])
+    jobs = prepare_children(
+        args.configs, args.work_dir, args.cfg_options,
+        edit=lambda cfg, config: validate_on_test_at_end(cfg, config, 'point_ablation'))
+    rows = run_jobs(jobs, lambda j: _run(j, args.resume, args.threads), args.jobs,
+                    'point_ablation',
+                    lambda row: f'Dice_obj = {row["metrics"]["nuclei/dice_obj"]:.4f}')
     table = format_table(rows)
     print(table)
-    write_json(osp.join(args.work_dir, 'point_ablation.json'), dict(rows=rows))
-
-    def write_md(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(table + '\n')
-
-    atomic_write(osp.join(args.work_dir, 'point_ablation.md'), write_md)
+    write_table(args.work_dir, 'point_ablation', table, rows)
     print(f'[point_ablation] wrote {osp.join(args.work_dir, "point_ablation")}.{{json,md}}',
           flush=True)
     return dict(rows=rows)

@@ -1,7 +1,9 @@
-# Proportion bags written by tools/dataset_converters/proportion_bags.py from your slides
-# (region masks for the labelled ones, a CSV of class percentages for the others), 224x224
-# patches at 10x as in Tokunaga et al. 2020. Set the classes of your data in the leaf config
-# (model.num_classes) and here if the converter's order differs.
+# Proportion bags (docs/data_layout.md) written by tools/dataset_converters/proportion_bags.py
+# from your slides: region masks for the labelled ones, a CSV of class percentages for the
+# others (Tokunaga et al. 2020 use 224x224 patches at 10x). One sample = one patch cropped
+# from its slide (RGB). The classes come from the bag files; set model.num_classes to match.
+# PseudoLabelSampler: the labelled patches (rare classes oversampled) until the first round
+# of NegativePseudoLabelHook, then labelled + pseudo-labelled ones.
 dataset_type = 'ProportionBagDataset'
 data_root = 'data/proportion_bags/'
 train_pipeline = [
