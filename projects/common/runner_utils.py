@@ -118,3 +118,17 @@ def hook_model(runner, cls: type, hook: str):
     if not isinstance(model, cls):
         raise TypeError(f'{hook} needs a {cls.__name__}, the model is {type(model).__name__}')
     return model
+
+
+def buffers_from_rank0(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm statistics) before a hook predicts.
+
+    DDP keeps the weights of the ranks equal but not their batch-norm running statistics
+    (each rank sees its own batches); predictions made on several ranks then come from
+    different models. After this call they all match rank 0, whose model the checkpoints
+    hold. A no-op outside distributed runs.
+    """
+    from mmengine.dist import broadcast, get_world_size
+    if get_world_size() > 1:
+        for buf in model.buffers():
+            broadcast(buf, src=0)

@@ -7,7 +7,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.dist import all_gather_object, broadcast, get_dist_info, is_main_process
+from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from projects.common.io import atomic_write, write_json
 from projects.common.layout import track
 from projects.common.registry import HOOKS, register
-from projects.common.runner_utils import hook_model
+from projects.common.runner_utils import buffers_from_rank0, hook_model
 from .classifier import PatchClassifier
 from .dataset import ProportionBagDataset
 from .sampler import PseudoLabelSampler
@@ -160,11 +160,7 @@ class NegativePseudoLabelHook(Hook):
                             shuffle=False, num_workers=self.num_workers,
                             collate_fn=pseudo_collate)
         model = _model(runner)
-        if world > 1:
-            # DDP keeps the weights equal but not the batch-norm statistics: give every rank
-            # rank 0's (those of the checkpoint) so that the shares come from one model
-            for buf in model.buffers():
-                broadcast(buf, src=0)
+        buffers_from_rank0(model)  # the shares of all ranks come from one model
         was_training = model.training
         model.eval()
         parts = []

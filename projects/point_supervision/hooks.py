@@ -12,7 +12,7 @@ from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from projects.common.layout import track
 from projects.common.registry import HOOKS, register
-from projects.common.runner_utils import hook_model
+from projects.common.runner_utils import buffers_from_rank0, hook_model
 from .cotraining import CoTrainingSegmentor, ema_update
 
 CKPT_KEY = 'ema_pseudo_labels'
@@ -126,6 +126,7 @@ class EMAPseudoLabelHook(Hook):
         if not model.use_cotraining:
             return
         pipeline = self._compose()
+        buffers_from_rank0(model)  # every rank's store from the same model
         was_training = model.training
         test_mode = model.test_cfg['mode']
         model.test_cfg['mode'] = self.mode or test_mode
