@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, run_tool
 
 CFG = ('configs/negative_pseudo_labels/'
-       'patchcls_mobilenetv2-w05_pl-adaptive-multi-npl_32e_synthetic-bags.py')
+       'patchcls_mobilenetv2-w05_pl-adaptive-multi-npl_40e_synthetic-bags.py')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 TINY = {'model.backbone.widen_factor': 0.25}
 

@@ -3,11 +3,20 @@
 Example (the README's table)::
 
     C=configs/negative_pseudo_labels/patchcls_mobilenetv2-w05
-    S=32e_synthetic-bags.py
+    S=40e_synthetic-bags.py
     python tools/analysis_tools/npl_ablation.py ${C}_{sup,pl-fixed,pl-adaptive,npl}_$S \\
         ${C}_{multi-npl,pl-adaptive-npl,pl-adaptive-multi-npl}_$S \\
-        --work-dir work_dirs/npl_ablation --jobs 2 --resume \\
+        --work-dir work_dirs/npl_ablation --jobs 2 --resume --stage1-epochs 24 \\
         --figure-bag test_000 --figure docs/negative_pseudo_labels/test_maps.png
+
+With ``--stage1-epochs E`` the supervised stage, which every config shares (same model,
+optimiser, schedule, data and seed; pseudo-label rounds from epoch >= E only), is trained
+once (``DIR/stage1``: the first config without its NegativePseudoLabelHook, E epochs,
+no best-checkpoint tracking), and each config resumes from its ``epoch_E.pth``: the
+paper's two steps ("first trained using the supervised data ... second, fine-tuned using
+the pseudo labeling"). It equals training each config from scratch except for the
+random flips after epoch E (mmengine does not restore the RNG state on resume), and the
+best checkpoint is then chosen among the epochs after E.
 
 Each config is trained in a child process (``tools/train.py``, ``--jobs`` at a time, each
 with ``OMP_NUM_THREADS=--threads``); its checkpoint with the best validation mIoU (the
@@ -22,6 +31,7 @@ each config's stitched prediction.
 ``--resume`` reuses finished runs whose config did not change.
 """
 import argparse
+import copy
 import glob
 import json
 import os
@@ -95,6 +105,58 @@ def _weak_truth(cfg) -> Optional[np.ndarray]:
     with open(osp.join(root, ds.ann_file)) as f:
         bags = json.load(f)['bags']
     return np.asarray([c for b in bags if not b['labelled'] for c in truth[b['name']]])
+
+
+SHARED_KEYS = ('model', 'optim_wrapper', 'param_scheduler', 'train_dataloader',
+               'val_dataloader', 'val_evaluator', 'randomness', 'train_cfg.val_interval')
+HOOK = 'NegativePseudoLabelHook'
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split('.'):
+        cfg = cfg.get(part, None) if cfg is not None else None
+    return cfg
+
+
+def share_stage1(jobs: Sequence[dict], epochs: int, work_dir: str, resume: bool,
+                 threads: int) -> str:
+    """Train the shared supervised stage once; point every job's config at its last
+    checkpoint (``resume=True, load_from=...``). Returns the checkpoint path."""
+    if epochs < 1:
+        raise ValueError(f'--stage1-epochs must be >= 1, got {epochs}')
+    first = jobs[0]
+    for job in jobs:
+        for key in SHARED_KEYS:
+            if _get(job['cfg'], key) != _get(first['cfg'], key):
+                raise ValueError(f'{job["config"]}: {key} differs from {first["config"]}: '
+                                 'the configs cannot share their supervised stage')
+        for hook in job['cfg'].get('custom_hooks', None) or []:
+            if hook.get('type') == HOOK and hook.get('begin', 0) < epochs:
+                raise ValueError(f'{job["config"]}: {HOOK} begins at epoch '
+                                 f'{hook.get("begin", 0)} < --stage1-epochs {epochs}')
+        if _get(job['cfg'], 'train_cfg.max_epochs') <= epochs:
+            raise ValueError(f'{job["config"]}: train_cfg.max_epochs must exceed '
+                             f'--stage1-epochs {epochs}')
+    cfg = copy.deepcopy(first['cfg'])
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', None) or [] if h.get('type') != HOOK]
+    cfg.train_cfg.max_epochs = epochs
+    cfg.default_hooks.checkpoint.save_best = None
+    stage_dir = osp.join(work_dir, 'stage1')
+    cfg.work_dir = stage_dir
+    os.makedirs(stage_dir, exist_ok=True)
+    cfg_path = osp.join(stage_dir, 'stage1.py')
+    atomic_write(cfg_path, cfg.dump)
+    print(f'[npl_ablation] supervised stage ({epochs} epochs) in {stage_dir}', flush=True)
+    train_or_reuse(cfg_path, stage_dir, 'mIoU', DONE_FILE, resume,
+                   env={'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)})
+    ckpt = osp.abspath(osp.join(stage_dir, f'epoch_{epochs}.pth'))
+    if not osp.isfile(ckpt):
+        raise FileNotFoundError(f'{ckpt}: the supervised stage left no checkpoint')
+    for job in jobs:
+        job['cfg'].resume = True
+        job['cfg'].load_from = ckpt
+        atomic_write(job['cfg_path'], job['cfg'].dump)
+    return ckpt
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -247,6 +309,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--jobs', type=int, default=1, help='trainings at a time')
     p.add_argument('--threads', type=int, default=1, help='OMP threads per training')
     p.add_argument('--resume', action='store_true', help='reuse finished runs')
+    p.add_argument('--stage1-epochs', type=int,
+                   help='train the shared supervised stage once, for this many epochs')
     p.add_argument('--figure-bag', help='test bag whose stitched maps --figure stacks')
     p.add_argument('--figure', help='PNG path of the stacked test maps')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -264,6 +328,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, list]:
                             edit=lambda cfg, config: cfg.__setitem__('resume', False))
     for job in jobs:
         job['truth'] = _weak_truth(job['cfg'])
+    if args.stage1_epochs is not None:
+        share_stage1(jobs, args.stage1_epochs, args.work_dir, args.resume, args.threads)
     rows = run_jobs(jobs, lambda j: _run(j, args.resume, args.threads), args.jobs,
                     'npl_ablation', lambda row: f'test mIoU = {row["metrics"]["mIoU"]:.4f}')
     table = format_table(rows)

@@ -2,7 +2,7 @@
 # oversampled; no pseudo labels.
 _base_ = [
     '../_base_/models/patchcls_mobilenetv2-w05.py', '../_base_/datasets/synthetic_bags.py',
-    '../_base_/schedules/schedule_radam_32e.py', '../_base_/default_runtime_seg.py'
+    '../_base_/schedules/schedule_radam_40e.py', '../_base_/default_runtime_seg.py'
 ]
 custom_imports = dict(imports=['projects.negative_pseudo_labels'], allow_failed_imports=False)
 # Validate every epoch, keep the best validation mIoU (the paper stops early).
