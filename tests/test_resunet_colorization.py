@@ -259,3 +259,13 @@ def test_colour_loss_trains_the_segmentation_net_end_to_end():
     prob = torch.sigmoid(to_prob(net(x)[0]))
     head.loss(head(prob), torch.rand(1, 3, 64, 64)).backward()
     assert net.encoder.conv1.weight.grad.abs().sum() > 0
+
+
+def test_resunet_builds_mmseg_encoders_under_an_mmdet_scope():
+    # mmengine builds from the current scope's registry; ResNetV1c exists in mmseg only
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        net = ResUNet(encoder=dict(type='ResNetV1c', depth=18, base_channels=8),
+                      decoder_channels=(64, 32, 16, 8, 8))
+        assert DefaultScope.get_current_instance().scope_name == 'mmdet'
+    assert type(net.encoder).__name__ == 'ResNetV1c'

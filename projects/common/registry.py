@@ -31,3 +31,15 @@ def register(registries: tuple, name: Optional[str] = None) -> Callable[[Type], 
         return cls
 
     return wrap
+
+
+def build_in_scope(scope: str, registry: Registry, cfg: dict):
+    """``registry.build(cfg)`` with ``scope`` as the default scope, whatever the caller's.
+
+    mmengine builds from the registry of the *current* default scope, so
+    ``mmseg.registry.MODELS.build`` inside an mmdet-scoped run would look in mmdet's
+    registry (and miss ``ResNetV1c``); here the owner's scope is set for the call.
+    """
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(cfg)

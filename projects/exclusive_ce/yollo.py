@@ -30,7 +30,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.common.registry import MODELS, register
+from projects.common.registry import MODELS, build_in_scope, register
 
 __all__ = ['YOLLO', 'YOLLOHead', 'yollo_targets', 'valid_cells']
 
@@ -241,8 +241,8 @@ class YOLLOHead(BaseDenseHead):
         self.test_cfg = self._check_test_cfg(test_cfg)
         self.use_sigmoid_cls = bool(loss_cls.get('use_sigmoid', False))
         self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
-        self.loss_cls = DET_MODELS.build(loss_cls)
-        self.loss_offset = DET_MODELS.build(loss_offset)
+        self.loss_cls = build_in_scope('mmdet', DET_MODELS, loss_cls)
+        self.loss_offset = build_in_scope('mmdet', DET_MODELS, loss_offset)
         self.num_dropped_gt = 0  # GT centres dropped (cell taken) in the last loss call
 
         convs = []

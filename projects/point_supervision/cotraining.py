@@ -21,7 +21,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from projects.common.metrics import instances_from_semantic
-from projects.common.registry import MODELS, register
+from projects.common.registry import MODELS, build_in_scope, register
 from projects.common.tiling import tile_grid
 
 IGNORE = 255
@@ -114,11 +114,11 @@ class SCNet(nn.Module):
 
     def __init__(self, backbone: dict, colorization_head: Optional[dict]) -> None:
         super().__init__()
-        self.backbone = SEG_MODELS.build(backbone)
+        self.backbone = build_in_scope('mmseg', SEG_MODELS, backbone)
         channels = backbone.get('decoder_channels', (256, 128, 64, 32, 16))[-1]
         self.classifier = nn.Conv2d(channels, 2, kernel_size=1)
         self.colorizer = None if colorization_head is None else \
-            SEG_MODELS.build(colorization_head)
+            build_in_scope('mmseg', SEG_MODELS, colorization_head)
 
     def forward(self, x: Tensor) -> Tensor:
         feats = self.backbone(x)

@@ -32,7 +32,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS as SEG_MODELS
 from torch import Tensor
 
-from projects.common.registry import MODELS, register
+from projects.common.registry import MODELS, build_in_scope, register
 
 ENCODER_STRIDES: Tuple[int, ...] = (4, 8, 16, 32)
 # size of the dummy input used to read the encoder's channels and strides at init
@@ -122,7 +122,7 @@ class ResUNet(BaseModule):
             raise ValueError(f'ResUNet: encoder in_channels={enc_in} differs from '
                              f'in_channels={in_channels}; the encoder and the stem read the '
                              f'same input')
-        self.encoder = SEG_MODELS.build(encoder)
+        self.encoder = build_in_scope('mmseg', SEG_MODELS, encoder)
         self.encoder_channels = self._probe_encoder(encoder)
 
         act = dict(type='ReLU')
