@@ -205,31 +205,33 @@ def _run(job: dict, resume: bool, threads: int) -> dict:
 
 
 def plot_rounds(rows: Sequence[dict], out: str) -> None:
-    """Mean SAE of the bags and pseudo-label precision per round, one line per config."""
+    """Mean SAE of the bags and pseudo-label precision per round, one colour per config."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for r in rows:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    for i, (r, name) in enumerate(zip(rows, _short_names([r['name'] for r in rows]))):
         path = osp.join(r['work_dir'], 'npl_rounds.json')
         if not osp.isfile(path):
             continue
         with open(path) as f:
             hist = json.load(f)
-        axes[0].plot([h['round'] for h in hist], [h['mean_sae'] for h in hist], 'o-',
-                     label=r['name'])
+        style = dict(color=f'C{i % 10}', marker='o', label=name)
+        axes[0].plot([h['round'] for h in hist], [h['mean_sae'] for h in hist], **style)
         for ax, key in ((axes[1], 'positive_precision'), (axes[2], 'negative_precision')):
             pts = [(x['round'], x[key]) for x in r['rounds'] if x[key] is not None]
             if pts:
-                ax.plot(*zip(*pts), 'o-', label=r['name'])
+                ax.plot(*zip(*pts), **style)
     titles = ('mean SAE of the bags (eq. 2)', 'positive pseudo labels: precision',
               'negative pseudo labels: precision')
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel('round')
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=max(1, len(labels)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
     plt.close(fig)
 
