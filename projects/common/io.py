@@ -242,17 +242,23 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, write)
 
 
-def read_coco(path: str) -> dict:
-    """Read a COCO annotation file; errors name the file (missing, empty, invalid, no images)."""
+def read_json(path: str, what: str = 'JSON'):
+    """Read a JSON file; errors name the file and say what it should be (``what``):
+    missing, empty or invalid."""
     import json
-    _check_exists(path, 'annotation')
+    _check_exists(path, what)
     if osp.getsize(path) == 0:
-        raise ValueError(f'{path}: annotation file is empty')
+        raise ValueError(f'{path}: {what} file is empty')
     try:
         with open(path) as f:
-            coco = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f'{path}: not valid JSON ({err})') from err
+
+
+def read_coco(path: str) -> dict:
+    """Read a COCO annotation file; errors name the file (missing, empty, invalid, no images)."""
+    coco = read_json(path, 'annotation')
     if not isinstance(coco, dict) or not coco.get('images'):
         raise ValueError(f'{path}: no "images" (an empty or non-COCO annotation file)')
     return coco

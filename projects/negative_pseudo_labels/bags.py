@@ -13,7 +13,6 @@ The on-disk layout (``<split>.json`` + ``images/`` + ``masks/``) is described in
 Numpy / scipy / skimage only (no torch).
 """
 import csv
-import json
 import os
 import os.path as osp
 import shutil
@@ -21,7 +20,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from projects.common.io import write_json
+from projects.common.io import read_json, write_json
 
 __all__ = ['NoPatchError', 'patch_grid', 'tissue_grid', 'tissue_mask', 'read_ratio_csv',
            'write_bag_json', 'read_bag_json', 'prepare_out_dir', 'BAG_OUTPUTS', 'SPLITS']
@@ -402,14 +401,7 @@ def read_bag_json(path: str) -> dict:
     int64 [x, y], labels (K,) int64 and pixel_counts (K, C) int64 (None for
     proportion-only bags). Every problem raises ValueError naming ``path`` and the bag.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: bag file not found')
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path}: not valid JSON ({err})') from err
-    return _validate_layout(obj, path)
+    return _validate_layout(read_json(path, 'bag'), path)
 
 
 def prepare_out_dir(out: str, overwrite: bool) -> List[str]:
