@@ -1,7 +1,8 @@
 # The paper's set-up on your own slides (Tokunaga et al. 2020, sect. 5.2): MobileNetV2 with
-# ImageNet weights, convolutions frozen (only the head trains), 224x224 patches, RAdam lr 1e-5,
+# ImageNet weights, convolutions frozen (frozen_stages=7: the stem and all inverted-residual
+# stages; the last 1x1 conv and the head train), 224x224 patches, RAdam lr 1e-5,
 # batch 18, 100 epochs with the best validation mIoU kept. Stage 1: supervised only.
-# ImageNet weights: uncomment init_cfg (downloads torchvision's MobileNetV2 once).
+# ImageNet weights: uncomment init_cfg (mmdet's ImageNet MobileNetV2, downloaded once).
 _base_ = [
     '../_base_/datasets/proportion_bags.py', '../_base_/default_runtime_seg.py'
 ]
@@ -11,7 +12,7 @@ model = dict(
     type='PatchClassifier',
     backbone=dict(
         type='mmdet.MobileNetV2', out_indices=(7, ), frozen_stages=7,
-        # init_cfg=dict(type='Pretrained', checkpoint='torchvision://mobilenet_v2'),
+        # init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://mmdet/mobilenet_v2'),
     ),
     num_classes=num_classes,
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],
