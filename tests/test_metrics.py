@@ -824,3 +824,17 @@ def test_nuclei_metric_post_processing_and_errors():
     del s['gt_sem_seg']
     with pytest.raises(ValueError, match='nogt.png.*gt_sem_seg'):
         metric.process({}, [s])
+
+
+def test_int_scalar_accepts_one_integer_and_names_what_is_wrong():
+    import torch
+
+    from projects.common.metrics import int_scalar
+    assert int_scalar(3, 'a') == 3
+    assert int_scalar(torch.tensor([7]), 'a') == 7
+    assert int_scalar(np.float32(2.0), 'a') == 2
+    for bad, msg in ((torch.tensor([1, 2]), r'pred must be a single integer, got shape \(2,\)'),
+                     (2.5, 'pred must be an integer, got 2.5'),
+                     (True, 'pred must be an integer'), (float('nan'), 'pred must be an integer')):
+        with pytest.raises(ValueError, match=msg):
+            int_scalar(bad, 'pred')

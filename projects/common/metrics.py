@@ -448,6 +448,20 @@ def _numpy(x: Any, dtype: Any = None) -> np.ndarray:
     return arr.astype(dtype) if dtype is not None else arr
 
 
+def int_scalar(value, what: str) -> int:
+    """One integer from an int, a 0-d / one-element tensor or array (an integer-valued float
+    too); ValueError naming ``what`` otherwise (bools, several elements, NaN, 2.5)."""
+    arr = _numpy(value)
+    if arr.size != 1:
+        raise ValueError(f'{what} must be a single integer, got shape {arr.shape}')
+    v = arr.reshape(-1)[0]
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)) \
+            or not np.isfinite(v) or int(v) != v:
+        raise ValueError(f'{what} must be an integer, got {v.item()!r}')
+    return int(v)
+
+
 def _field(obj: Any, key: str, default: Any = None) -> Any:
     """``obj[key]`` for dicts, ``obj.key`` for data elements; ``default`` if absent."""
     if isinstance(obj, dict):

@@ -20,7 +20,7 @@ from mmengine.logging import print_log
 
 from projects.common.datasets import _palette as class_palette
 from projects.common.io import write_image
-from projects.common.metrics import _field, _format_table, _numpy
+from projects.common.metrics import _field, _format_table, _numpy, int_scalar
 from projects.common.registry import METRICS, register
 
 __all__ = ['stitch', 'upsample_grid', 'seg_scores', 'PatchSegMetric']
@@ -211,17 +211,6 @@ def _bag_picture(pred_px: np.ndarray, gt_px: np.ndarray, classes: Sequence[str],
 # --------------------------------------------------------------------------- metric
 
 
-def _int_scalar(value: Any, what: str) -> int:
-    arr = _numpy(value)
-    if arr.size != 1:
-        raise ValueError(f'{what} must be a single integer, got shape {arr.shape}')
-    v = arr.reshape(-1)[0]
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) \
-            or not np.isfinite(v) or int(v) != v:
-        raise ValueError(f'{what} must be an integer, got {v!r}')
-    return int(v)
-
-
 @register(METRICS)
 class PatchSegMetric(BaseMetric):
     """Segmentation scores of patch classifications stitched into bag maps.
@@ -322,16 +311,16 @@ class PatchSegMetric(BaseMetric):
                              f'two integers >= 0, got {_field(sample, "grid")!r}')
         row, col = int(grid[0]), int(grid[1])
         what = f'bag {name!r} patch (row {row}, col {col})'
-        p = _int_scalar(_field(sample, 'patch_size'), f'{what}: patch_size')
+        p = int_scalar(_field(sample, 'patch_size'), f'{what}: patch_size')
         if p < 1:
             raise ValueError(f'{what}: patch_size must be >= 1, got {p}')
-        pred = _int_scalar(_field(sample, 'pred_label'), f'{what}: pred_label')
+        pred = int_scalar(_field(sample, 'pred_label'), f'{what}: pred_label')
         if not 0 <= pred < num_classes:
             raise ValueError(f'{what}: pred_label {pred} is not a class id in '
                              f'[0, {num_classes})')
         gt = -1
         if _field(sample, 'gt_label') is not None:
-            gt = _int_scalar(_field(sample, 'gt_label'), f'{what}: gt_label')
+            gt = int_scalar(_field(sample, 'gt_label'), f'{what}: gt_label')
             if gt == self.ignore_index:
                 gt = -1
             elif not -1 <= gt < num_classes:
