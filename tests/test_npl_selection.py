@@ -370,3 +370,14 @@ def test_benchmark_detects_a_mismatch(capsys, monkeypatch):
     monkeypatch.setattr(benchmark_pseudo_labels, 'select_pseudo_labels', broken)
     rc = benchmark_pseudo_labels.main(['--patches', '500', '--bags', '10', '--repeat', '1'])
     assert rc == 1 and 'outputs identical: NO' in capsys.readouterr().out
+
+
+def test_bag_sae_per_bag_by_hand():
+    from projects.negative_pseudo_labels.selection import bag_sae
+    # bag 0: predictions 0, 0, 1 -> PCR (2/3, 1/3), TCR (1/3, 2/3) -> |1/3| + |1/3| = 2/3
+    # bag 1: predictions 1, 1 -> PCR (0, 1) = TCR -> 0 ; bag 2: no patch -> NaN
+    # bag 3: predictions 0 -> PCR (1, 0), TCR (0, 1) -> min(1, 2) = 1 (eq. 2 corrected)
+    sae = bag_sae(np.array([0, 0, 1, 1, 1, 0]), np.array([0, 0, 0, 1, 1, 3]),
+                  np.array([[1 / 3, 2 / 3], [0.0, 1.0], [0.5, 0.5], [0.0, 1.0]]))
+    assert sae[[0, 1, 3]] == pytest.approx([2 / 3, 0.0, 1.0])
+    assert np.isnan(sae[2])

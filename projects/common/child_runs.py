@@ -26,13 +26,18 @@ TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')  # mmengine's run folder name, %Y%m%d_%
 NON_METRIC_KEYS = ('step', 'data_time', 'time')
 
 
-def newest_scalars(work_dir: str) -> str:
-    """``<work_dir>/<newest timestamp>/vis_data/scalars.json`` (errors name the folder)."""
+def newest_run(work_dir: str) -> str:
+    """``<work_dir>/<newest timestamp>``, mmengine's newest run folder (errors name the folder)."""
     runs = sorted(d for d in os.listdir(work_dir) if TIMESTAMP.match(d)
                   and osp.isdir(osp.join(work_dir, d))) if osp.isdir(work_dir) else []
     if not runs:
         raise FileNotFoundError(f'{work_dir}: no <timestamp> run folder written by mmengine')
-    path = osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')
+    return osp.join(work_dir, runs[-1])
+
+
+def newest_scalars(work_dir: str) -> str:
+    """``<work_dir>/<newest timestamp>/vis_data/scalars.json`` (errors name the folder)."""
+    path = osp.join(newest_run(work_dir), 'vis_data', 'scalars.json')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: not found (newest run of {work_dir}; was it made '
                                 f'with LocalVisBackend?)')

@@ -14,12 +14,12 @@ from .dataset import LoadPatchFromSlide, PackPatchInputs, ProportionBagDataset
 from .hooks import NegativePseudoLabelHook
 from .metric import PatchSegMetric, seg_scores, stitch
 from .sampler import PseudoLabelSampler
-from .selection import (fixed_threshold_labels, select_pseudo_labels,
+from .selection import (bag_sae, fixed_threshold_labels, select_pseudo_labels,
                         select_pseudo_labels_bags, selection_rates, training_pool)
 
 __all__ = ['patch_grid', 'read_bag_json', 'read_ratio_csv', 'tissue_grid', 'tissue_mask',
            'PatchClassifier', 'log_one_minus_softmax', 'multi_negative_loss', 'positive_loss',
            'LoadPatchFromSlide', 'PackPatchInputs', 'ProportionBagDataset',
            'NegativePseudoLabelHook', 'PatchSegMetric', 'seg_scores', 'stitch',
-           'PseudoLabelSampler', 'fixed_threshold_labels', 'select_pseudo_labels',
+           'PseudoLabelSampler', 'bag_sae', 'fixed_threshold_labels', 'select_pseudo_labels',
            'select_pseudo_labels_bags', 'selection_rates', 'training_pool']

@@ -1,6 +1,5 @@
 """NegativePseudoLabelHook: the rounds of positive / negative pseudo labelling."""
 import copy
-import json
 import os.path as osp
 from typing import List, Optional
 
@@ -14,14 +13,15 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import EpochBasedTrainLoop, Runner
 from torch.utils.data import DataLoader, Subset
 
-from projects.common.io import atomic_write, write_json
+from projects.common.io import atomic_write, read_json, write_json
 from projects.common.layout import track
 from projects.common.registry import HOOKS, register
 from projects.common.runner_utils import buffers_from_rank0, hook_model
 from .classifier import PatchClassifier
 from .dataset import ProportionBagDataset
 from .sampler import PseudoLabelSampler
-from .selection import fixed_threshold_labels, select_pseudo_labels_bags, training_pool
+from .selection import (bag_sae, fixed_threshold_labels, select_pseudo_labels_bags,
+                        training_pool)
 
 CKPT_KEY = 'negative_pseudo_labels'
 _POSITIVE = (None, 'fixed', 'adaptive')
@@ -171,11 +171,9 @@ class NegativePseudoLabelHook(Hook):
         finally:
             model.train(was_training)
         probs = torch.cat(parts).numpy() if parts else np.zeros((0, model.num_classes))
-        gathered = all_gather_object((share, probs))
         out = np.zeros((len(indices), model.num_classes), np.float64)
-        pos = {int(i): k for k, i in enumerate(indices)}
-        for idx, p in gathered:
-            out[[pos[int(i)] for i in idx]] = p
+        for r, part in enumerate(all_gather_object(probs)):  # rank r had indices[r::world]
+            out[r::world] = part
         return out
 
     def run_round(self, runner: Runner) -> None:
@@ -212,14 +210,7 @@ class NegativePseudoLabelHook(Hook):
 
     def _log(self, runner: Runner, classes, probs, bag, ratios, pos, neg, weak) -> None:
         num_classes = len(classes)
-        pred = probs.argmax(1)
-        n_bags = ratios.shape[0]
-        counts = np.zeros((n_bags, num_classes))
-        np.add.at(counts, (bag, pred), 1)
-        sizes = np.bincount(bag, minlength=n_bags)
-        used = sizes > 0
-        pcr = counts[used] / sizes[used, None]
-        sae = float(np.minimum(1, np.abs(pcr - ratios[used]).sum(1)).mean())
+        sae = float(np.nanmean(bag_sae(probs.argmax(1), bag, ratios)))
         n_pos = np.bincount(pos[pos >= 0], minlength=num_classes)
         n_neg = neg.sum(0)
         record = dict(round=self.state['round'], epoch=runner.epoch, iter=runner.iter,
@@ -239,10 +230,8 @@ class NegativePseudoLabelHook(Hook):
         if not is_main_process():
             return
         path = osp.join(runner.work_dir, 'npl_rounds.json')
-        history = []
-        if osp.isfile(path):
-            with open(path) as f:
-                history = [r for r in json.load(f) if r['round'] < record['round']]
+        history = [r for r in (read_json(path, 'round history') if osp.isfile(path) else [])
+                   if r['round'] < record['round']]  # a resumed run redoes later rounds
         history.append(record)
         write_json(path, history)
         if self.save_rounds:

@@ -242,8 +242,8 @@ class PatchSegMetric(BaseMetric):
     digits, ``.``, ``-``, ``_`` replaced by ``_``): the stitched prediction (left, pixel
     (r, c) of the image = pixel (r, c) of the bag) and the patch labels (right, after an
     8-px separator), colours from ``dataset_meta['palette']`` or the data sets' own
-    (:func:`projects.common.datasets._palette`), white = no patch, grey = no label, legend below. Bags larger than 4096 px are drawn
-    with fewer pixels per patch.
+    (:func:`projects.common.datasets._palette`), white = no patch, grey = no label, legend
+    below. Bags larger than 4096 px are drawn with fewer pixels per patch.
 
     After :meth:`compute_metrics`, ``last_confusion`` holds the (C, C) int64 confusion that
     was scored (on the rank that computed the metrics).

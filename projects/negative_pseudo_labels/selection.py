@@ -39,21 +39,22 @@ def round_half_up(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ input checks
+def _raise_at_first(bad: np.ndarray, message) -> None:
+    """ValueError(message(i)) for the first index i where ``bad`` is True, if any."""
+    if bad.any():
+        raise ValueError(message(int(np.flatnonzero(bad)[0])))
+
+
 def _check_ratios(true_ratios, num_classes: int, name: str) -> np.ndarray:
     """(B, C) float64 ratios, finite, non-negative, each row summing to 1 within 1e-3."""
     tcr = np.asarray(true_ratios, dtype=np.float64)
     if tcr.ndim != 2 or tcr.shape[1] != num_classes:
         raise ValueError(f'{name}: expected shape (bags, {num_classes}), got {tcr.shape}')
-    bad = ~np.isfinite(tcr).all(1) | (tcr < 0).any(1)
-    if bad.any():
-        b = int(np.flatnonzero(bad)[0])
-        raise ValueError(f'{name}: bag {b} has a negative or non-finite ratio {tcr[b].tolist()}')
+    _raise_at_first(~np.isfinite(tcr).all(1) | (tcr < 0).any(1), lambda b: (
+        f'{name}: bag {b} has a negative or non-finite ratio {tcr[b].tolist()}'))
     sums = tcr.sum(1)
-    bad = np.abs(sums - 1.0) > SUM_TOL
-    if bad.any():
-        b = int(np.flatnonzero(bad)[0])
-        raise ValueError(f'{name}: bag {b} sums to {sums[b]:.6f}, expected 1 '
-                         f'(tolerance {SUM_TOL:g})')
+    _raise_at_first(np.abs(sums - 1.0) > SUM_TOL, lambda b: (
+        f'{name}: bag {b} sums to {sums[b]:.6f}, expected 1 (tolerance {SUM_TOL:g})'))
     return tcr
 
 
@@ -70,20 +71,14 @@ def _check_probs(probs, name: str = 'probs',
     def where(i: int) -> str:
         return f'row {i}' + ('' if bag_index is None else f' (bag {int(bag_index[i])})')
 
-    bad = ~np.isfinite(p).all(1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f'{name}: {where(i)} is not finite: {p[i].tolist()}')
-    bad = ((p < -PROB_EPS) | (p > 1 + PROB_EPS)).any(1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f'{name}: {where(i)} has values outside [0, 1]: {p[i].tolist()}')
+    _raise_at_first(~np.isfinite(p).all(1), lambda i: (
+        f'{name}: {where(i)} is not finite: {p[i].tolist()}'))
+    _raise_at_first(((p < -PROB_EPS) | (p > 1 + PROB_EPS)).any(1), lambda i: (
+        f'{name}: {where(i)} has values outside [0, 1]: {p[i].tolist()}'))
     sums = p.sum(1)
-    bad = np.abs(sums - 1.0) > SUM_TOL
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f'{name}: {where(i)} sums to {sums[i]:.6f}, expected 1 (softmax '
-                         f'probabilities, tolerance {SUM_TOL:g})')
+    _raise_at_first(np.abs(sums - 1.0) > SUM_TOL, lambda i: (
+        f'{name}: {where(i)} sums to {sums[i]:.6f}, expected 1 (softmax probabilities, '
+        f'tolerance {SUM_TOL:g})'))
     return p
 
 
@@ -93,9 +88,8 @@ def _check_labels(labels, name: str, low: int, high: int) -> np.ndarray:
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f'{name}: expected a 1-D integer array, got shape {a.shape} '
                          f'dtype {a.dtype}')
-    if a.size and (a.min() < low or a.max() >= high):
-        i = int(np.flatnonzero((a < low) | (a >= high))[0])
-        raise ValueError(f'{name}: entry {i} is {int(a[i])}, expected {low} <= value < {high}')
+    _raise_at_first((a < low) | (a >= high), lambda i: (
+        f'{name}: entry {i} is {int(a[i])}, expected {low} <= value < {high}'))
     return a.astype(np.int64, copy=False)
 
 
@@ -119,6 +113,17 @@ def _rates(counts: np.ndarray, tcr: np.ndarray) -> Tuple[np.ndarray, ...]:
     ns = np.where(over, sae[:, None] * np.maximum(0.0, pcr - tcr) * ratio_term, 0.0)  # (1)
     ps = (1.0 - sae)[:, None] * np.minimum(tcr, pcr)                               # eq. (5)
     return pcr, sae, ns, ps
+
+
+def bag_sae(pred: np.ndarray, bag_index: np.ndarray, true_ratios: np.ndarray) -> np.ndarray:
+    """SAE of eq. (2) (corrected, min(1, .)) for every bag from argmax predictions (N,) and
+    bag indices (N,); NaN for bags without a patch."""
+    tcr = np.asarray(true_ratios, np.float64)
+    num_bags, num_classes = tcr.shape
+    key = np.asarray(bag_index, np.int64) * num_classes + np.asarray(pred, np.int64)
+    counts = np.bincount(key, minlength=num_bags * num_classes).reshape(num_bags, num_classes)
+    _, sae, _, _ = _rates(counts, tcr)
+    return np.where(counts.sum(1) > 0, sae, np.nan)
 
 
 def selection_rates(pred: np.ndarray, num_classes: int,

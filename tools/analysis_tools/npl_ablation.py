@@ -43,9 +43,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from mmengine.config import DictAction
 
-from projects.common.child_runs import (TEST_PY, newest_scalars, prepare_children, run_child,
-                                        run_jobs, train_or_reuse, write_table)
-from projects.common.io import atomic_write, read_rgb_uint8, write_image
+from projects.common.child_runs import (TEST_PY, newest_run, newest_scalars, prepare_children,
+                                        run_child, run_jobs, train_or_reuse, write_table)
+from projects.common.io import atomic_write, read_json, read_rgb_uint8, write_image
 
 DONE_FILE = 'npl_ablation_done.json'
 METRICS = ('OP', 'PC', 'mAcc', 'mIoU')
@@ -63,12 +63,10 @@ def best_checkpoint(work_dir: str) -> str:
 
 def read_test_metrics(test_dir: str) -> dict:
     """The metrics JSON tools/test.py left in its newest run folder."""
-    runs = sorted(glob.glob(osp.join(test_dir, '[0-9]' * 8 + '_' + '[0-9]' * 6)))
-    files = glob.glob(osp.join(runs[-1], '*.json')) if runs else []
+    files = glob.glob(osp.join(newest_run(test_dir), '*.json'))
     if len(files) != 1:
         raise FileNotFoundError(f'{test_dir}: no metrics JSON from tools/test.py')
-    with open(files[0]) as f:
-        return json.load(f)
+    return read_json(files[0], 'test metrics')
 
 
 def pseudo_label_precision(work_dir: str, truth: np.ndarray) -> List[dict]:
@@ -100,10 +98,8 @@ def _weak_truth(cfg) -> Optional[np.ndarray]:
     path = osp.join(root, 'weak_truth.json')
     if not osp.isfile(path):
         return None
-    with open(path) as f:
-        truth = json.load(f)
-    with open(osp.join(root, ds.ann_file)) as f:
-        bags = json.load(f)['bags']
+    truth = read_json(path, 'hidden-label')
+    bags = read_json(osp.join(root, ds.ann_file), 'bag')['bags']
     return np.asarray([c for b in bags if not b['labelled'] for c in truth[b['name']]])
 
 
@@ -214,8 +210,7 @@ def plot_rounds(rows: Sequence[dict], out: str) -> None:
         path = osp.join(r['work_dir'], 'npl_rounds.json')
         if not osp.isfile(path):
             continue
-        with open(path) as f:
-            hist = json.load(f)
+        hist = read_json(path, 'round history')
         style = dict(color=f'C{i % 10}', marker='o', label=name)
         axes[0].plot([h['round'] for h in hist], [h['mean_sae'] for h in hist], **style)
         for ax, key in ((axes[1], 'positive_precision'), (axes[2], 'negative_precision')):
