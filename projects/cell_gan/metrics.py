@@ -72,7 +72,7 @@ def cluster_scores(clusters: Any, classes: Any) -> Dict[str, Any]:
     nz = table > 0
     plogp[nz] = p[nz] * np.log2(p[nz])
     entropy = float(-(n_k / n * plogp.sum(axis=1)).sum())
-    entropy = max(entropy, 0.0)  # -0.0 / rounding below zero for pure clusters
+    entropy = max(0.0, entropy)  # -0.0 / rounding below zero for pure clusters
 
     majority = table.argmax(axis=1)  # first maximum = smallest class id (sorted unique)
     per_class_f1: Dict[int, float] = {}

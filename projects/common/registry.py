@@ -3,7 +3,8 @@
 A component used by both MMDetection and MMSegmentation configs (a loss, a loading
 transform, a metric) must be found under both default scopes, so it is registered in
 ``mmdet.registry.X`` and ``mmseg.registry.X``. Hooks and loops go to MMEngine's root
-registries, which every downstream scope searches.
+registries (and so do optimiser-wrapper constructors), which every downstream scope
+searches.
 """
 from typing import Callable, Optional, Type
 
@@ -19,6 +20,7 @@ DET_DATASETS = (det.DATASETS, )
 SEG_DATASETS = (seg.DATASETS, )
 HOOKS = (engine.HOOKS, )
 LOOPS = (engine.LOOPS, )
+OPTIM_WRAPPER_CONSTRUCTORS = (engine.OPTIM_WRAPPER_CONSTRUCTORS, )
 
 
 def register(registries: tuple, name: Optional[str] = None) -> Callable[[Type], Type]:

@@ -15,6 +15,9 @@ Where the transforms go in a pipeline
 - ``SparsifyAnnotations`` right after the loading transforms, before any transform that
   crops or filters instances: the kept subset is drawn from the complete annotation of the
   image (the same subset as ``tools/sparsify_annotations.py`` writes).
+- ``PackPatchInputs`` last in a patch / cell-crop classification pipeline (negative
+  pseudo labelling, the cell GAN): ``inputs`` (3, H, W) uint8 tensor and a plain
+  :class:`mmengine.structures.BaseDataElement` with ``gt_label``.
 - ``LoadPointAnnotations``: neither mmdet's nor mmseg's geometric transforms know
   ``gt_points``. In a **detection** pipeline put it *after* the geometric transforms: it
   maps the instances' points through ``results['homography_matrix']``, which mmdet's
@@ -34,10 +37,12 @@ resize x -> s * x, a crop x -> x - x0, with no half-pixel correction.
 """
 import io
 import os.path as osp
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmengine.structures import BaseDataElement
 
 from .instances import box_centres
 from .io import check_points_inside, read_instance_map, read_points, to_uint8
@@ -45,7 +50,7 @@ from .registry import TRANSFORMS, register
 from .sparsify import image_seed, select_kept, sparsify_label_maps
 
 __all__ = ['StrictLoadImageFromFile', 'LoadPointAnnotations', 'LoadInstanceAnnotations',
-           'SparsifyAnnotations']
+           'SparsifyAnnotations', 'PackPatchInputs']
 
 
 def _box_array(boxes) -> np.ndarray:
@@ -740,3 +745,35 @@ class StrictLoadImageFromFile(LoadImageFromFile):
                 f'backend_args={self.backend_args}, drop_alpha={self.drop_alpha}, '
                 f'rescale_16bit={self.rescale_16bit}, percentiles={self.percentiles}, '
                 f'check_size={self.check_size})')
+
+
+@register(TRANSFORMS)
+class PackPatchInputs(BaseTransform):
+    """Pack a patch or cell crop: ``inputs`` (3, p, p) uint8 tensor, ``data_samples`` a
+    :class:`BaseDataElement` with data ``gt_label`` (-1 when absent; and ``pixel_counts``
+    when present) and as metainfo every key of :attr:`META_KEYS` found in ``results``:
+    ``sample_idx``, ``img_path``, ``img_shape``, ``ori_shape``; the bag keys of
+    negative pseudo labelling (``grid``, ``bag_index``, ``bag_name``, ``bag_shape``,
+    ``patch_size``, ``x``, ``y``); the cell-crop keys of the cell GAN (``image_id``,
+    ``inst_id``). The channel order is kept (the model's data preprocessor converts).
+    """
+
+    META_KEYS: Sequence[str] = ('sample_idx', 'grid', 'bag_index', 'bag_name', 'bag_shape',
+                                'patch_size', 'img_path', 'img_shape', 'ori_shape', 'x', 'y',
+                                'image_id', 'inst_id')
+
+    def transform(self, results: dict) -> dict:
+        img = results['img']
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f'{results.get("img_path")}: expected an RGB patch, got shape '
+                             f'{img.shape}')
+        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        sample = BaseDataElement(metainfo={k: results[k] for k in self.META_KEYS if k in results})
+        sample.gt_label = torch.tensor(int(results.get('gt_label', -1)), dtype=torch.long)
+        counts: Optional[np.ndarray] = results.get('pixel_counts')
+        if counts is not None:
+            sample.pixel_counts = torch.as_tensor(np.asarray(counts), dtype=torch.long)
+        return dict(inputs=inputs, data_samples=sample)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}()'

@@ -8,17 +8,16 @@ fly; grid coordinates travel with it so that predictions can be stitched back.
 """
 import os.path as osp
 from collections import OrderedDict
-from typing import List, Optional, Sequence
+from typing import List
 
 import numpy as np
-import torch
 from mmcv.transforms import BaseTransform
 from mmengine.dataset import BaseDataset
-from mmengine.structures import BaseDataElement
 
 from projects.common.datasets import _palette
 from projects.common.io import read_rgb_uint8
 from projects.common.registry import SEG_DATASETS, TRANSFORMS, register
+from projects.common.transforms import PackPatchInputs  # noqa: F401 (moved; re-exported)
 
 from .bags import read_bag_json
 
@@ -147,27 +146,3 @@ class LoadPatchFromSlide(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(cache_size={self.cache_size})'
-
-
-@register(TRANSFORMS)
-class PackPatchInputs(BaseTransform):
-    """Pack a patch: ``inputs`` (3, p, p) uint8 tensor, ``data_samples`` a
-    :class:`BaseDataElement` with data ``gt_label`` (and ``pixel_counts``) and metainfo
-    ``sample_idx``, ``grid``, ``bag_index``, ``bag_name``, ``bag_shape``, ``patch_size``,
-    ``img_path``, ``img_shape``."""
-
-    META_KEYS: Sequence[str] = ('sample_idx', 'grid', 'bag_index', 'bag_name', 'bag_shape',
-                                'patch_size', 'img_path', 'img_shape', 'ori_shape', 'x', 'y')
-
-    def transform(self, results: dict) -> dict:
-        img = results['img']
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f'{results.get("img_path")}: expected an RGB patch, got shape '
-                             f'{img.shape}')
-        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        sample = BaseDataElement(metainfo={k: results[k] for k in self.META_KEYS if k in results})
-        sample.gt_label = torch.tensor(int(results.get('gt_label', -1)), dtype=torch.long)
-        counts: Optional[np.ndarray] = results.get('pixel_counts')
-        if counts is not None:
-            sample.pixel_counts = torch.as_tensor(np.asarray(counts), dtype=torch.long)
-        return dict(inputs=inputs, data_samples=sample)

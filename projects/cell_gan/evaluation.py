@@ -1,0 +1,238 @@
+"""Evaluation maths of the cell-level GAN (Hu et al. 2018, sect. III-B and IV-C to IV-E).
+
+Plain numpy / scikit-learn functions used by ``tools/analysis_tools/cell_gan_features.py``:
+baseline features (raw pixels, HOG), k-means clustering, the L2-SVM, support-weighted and
+binary precision / recall / F-score (eq. 13), per-image cell proportions
+P_i = X_i / sum_k X_k (sect. III-B.2) and the image-level cross-validation of sect. IV-E
+(k-means(2) with majority-labelled clusters, or an L2-SVM, on the proportions).
+"""
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ['HOG_ORIENTATIONS', 'HOG_PIXELS_PER_CELL', 'HOG_CELLS_PER_BLOCK', 'SVM_C',
+           'pixel_features', 'hog_features', 'kmeans_clusters', 'svm_predict',
+           'weighted_prf', 'binary_prf', 'cell_proportions', 'kmeans_image_classifier',
+           'cross_validate_images', 'confusion_table', 'summarise']
+
+#: HOG on the grey 32x32 crop: 9 orientations, 4x4-px cells, 2x2-cell blocks (L2-Hys)
+#: -> 7 x 7 blocks x 4 cells x 9 = 1764-d, the standard setting closest to the 2048-d
+#: HOG of the paper's HOG+DEC baseline (sect. IV-D; its cell size is not given).
+HOG_ORIENTATIONS = 9
+HOG_PIXELS_PER_CELL = 4
+HOG_CELLS_PER_BLOCK = 2
+#: L2-SVM (LinearSVC, squared hinge) regularisation on standardised features: sklearn's
+#: default C = 1; the paper gives no value.
+SVM_C = 1.0
+
+
+def _check_crops(crops: np.ndarray, name: str = 'crops') -> np.ndarray:
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[-1] != 3 or len(crops) == 0:
+        raise ValueError(f'{name}: expected a non-empty (N, H, W, 3) RGB array, got shape '
+                         f'{crops.shape}')
+    if crops.dtype != np.uint8:
+        raise ValueError(f'{name}: expected uint8 crops, got {crops.dtype}')
+    return crops
+
+
+def pixel_features(crops: np.ndarray) -> np.ndarray:
+    """Raw-pixel baseline: each (H, W, 3) uint8 RGB crop flattened and divided by 255."""
+    crops = _check_crops(crops)
+    return crops.reshape(len(crops), -1).astype(np.float32) / 255.0
+
+
+def hog_features(crops: np.ndarray, orientations: int = HOG_ORIENTATIONS,
+                 pixels_per_cell: int = HOG_PIXELS_PER_CELL,
+                 cells_per_block: int = HOG_CELLS_PER_BLOCK) -> np.ndarray:
+    """HOG baseline: ``skimage.feature.hog`` (L2-Hys blocks) of each crop's grey image
+    (``skimage.color.rgb2gray``), stacked to (N, D) float32."""
+    from skimage.color import rgb2gray
+    from skimage.feature import hog
+    crops = _check_crops(crops)
+    h, w = crops.shape[1:3]
+    if min(h, w) < pixels_per_cell * cells_per_block:
+        raise ValueError(f'hog_features: {h}x{w} crops are smaller than one block of '
+                         f'{cells_per_block}x{cells_per_block} cells of {pixels_per_cell} px')
+    feats = [hog(rgb2gray(c), orientations=orientations,
+                 pixels_per_cell=(pixels_per_cell, pixels_per_cell),
+                 cells_per_block=(cells_per_block, cells_per_block), block_norm='L2-Hys',
+                 feature_vector=True) for c in crops]
+    return np.stack(feats).astype(np.float32)
+
+
+def kmeans_clusters(fit_features: np.ndarray, num_clusters: int, seed: int = 0,
+                    predict: Sequence[np.ndarray] = ()) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """k-means (k-means++ init, 10 restarts, ``seed``) fitted on ``fit_features`` (N, D).
+
+    Returns the fitted samples' cluster ids and those of each array in ``predict``
+    (nearest centre)."""
+    from sklearn.cluster import KMeans
+    x = np.asarray(fit_features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < num_clusters:
+        raise ValueError(f'kmeans_clusters: need a 2-D array with at least num_clusters='
+                         f'{num_clusters} rows, got shape {x.shape}')
+    km = KMeans(n_clusters=num_clusters, init='k-means++', n_init=10, random_state=seed)
+    labels = km.fit_predict(x)
+    return labels.astype(np.int64), [km.predict(np.asarray(p, dtype=np.float64)).astype(
+        np.int64) for p in predict]
+
+
+def svm_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                c: float = SVM_C, seed: int = 0) -> Tuple[np.ndarray, int]:
+    """L2-SVM (sect. IV-C): features standardised on the training set, then sklearn's
+    ``LinearSVC`` (squared hinge, one-vs-rest, ``C`` = ``c``). Returns the test predictions
+    and the number of convergence warnings raised while fitting (0 = converged)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+    train_y = np.asarray(train_y)
+    if np.unique(train_y).size < 2:
+        raise ValueError(f'svm_predict: the training labels hold one class only '
+                         f'({np.unique(train_y).tolist()}); an SVM needs two')
+    clf = make_pipeline(StandardScaler(),
+                        LinearSVC(C=c, loss='squared_hinge', max_iter=10000,
+                                  random_state=seed))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', ConvergenceWarning)
+        clf.fit(np.asarray(train_x, np.float64), train_y)
+    n_warn = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return clf.predict(np.asarray(test_x, np.float64)), n_warn
+
+
+def weighted_prf(y_true: Sequence[int], y_pred: Sequence[int]) -> Dict[str, float]:
+    """Precision, recall, F-score per class (eq. 13) averaged with weights n_j / N, the
+    class support (sect. IV-C); a class never predicted has precision 0."""
+    from sklearn.metrics import precision_recall_fscore_support
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average='weighted',
+                                                 zero_division=0)
+    return dict(precision=float(p), recall=float(r), f_score=float(f))
+
+
+def binary_prf(y_true: Sequence[int], y_pred: Sequence[int], positive: int = 1
+               ) -> Dict[str, float]:
+    """Binary precision / recall / F-score of class ``positive`` (sect. IV-E, eq. 13);
+    0 where a ratio has an empty denominator (no positive predicted / present)."""
+    from sklearn.metrics import precision_recall_fscore_support
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average='binary',
+                                                 pos_label=positive, zero_division=0)
+    return dict(precision=float(p), recall=float(r), f_score=float(f))
+
+
+def cell_proportions(image_ids: Sequence[str], clusters: Sequence[int], num_clusters: int,
+                     order: Optional[Sequence[str]] = None) -> Tuple[List[str], np.ndarray]:
+    """Cell proportions of sect. III-B.2: for each image, X_i = number of its cells in
+    cluster i and P_i = X_i / sum_k X_k.
+
+    ``image_ids`` / ``clusters``: per cell. ``order``: the images to return (default: in
+    order of first appearance); an image in ``order`` without any cell raises ValueError.
+    Returns (image ids, P of shape (M, num_clusters))."""
+    ids = list(image_ids)
+    clusters = np.asarray(clusters, dtype=np.int64)
+    if len(ids) != len(clusters):
+        raise ValueError(f'cell_proportions: {len(ids)} image ids for {len(clusters)} '
+                         'cluster ids')
+    if clusters.size and (clusters.min() < 0 or clusters.max() >= num_clusters):
+        raise ValueError(f'cell_proportions: cluster ids must lie in [0, {num_clusters}), '
+                         f'got [{clusters.min()}, {clusters.max()}]')
+    if order is None:
+        order = list(dict.fromkeys(ids))
+    row = {img: i for i, img in enumerate(order)}
+    counts = np.zeros((len(order), num_clusters), np.float64)
+    for img, k in zip(ids, clusters):
+        if img in row:
+            counts[row[img], k] += 1
+    totals = counts.sum(axis=1)
+    if (totals == 0).any():
+        empty = [order[i] for i in np.flatnonzero(totals == 0)]
+        raise ValueError(f'cell_proportions: images without any cell: {empty[:5]}'
+                         f'{" ..." if len(empty) > 5 else ""}')
+    return list(order), counts / totals[:, None]
+
+
+def kmeans_image_classifier(train_p: np.ndarray, train_y: np.ndarray, test_p: np.ndarray,
+                            seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sect. IV-E "Our method (w/ k-means)": k-means(2) on the training images'
+    proportions; each cluster takes the majority label of its training images (ties ->
+    the smaller label; a cluster without training image -> the overall majority); a test
+    image gets the label of its closest centre.
+
+    Returns (test predictions, centres (2, K), cluster labels (2,))."""
+    from sklearn.cluster import KMeans
+    train_y = np.asarray(train_y, dtype=np.int64)
+    x = np.asarray(train_p, np.float64)
+    if len(x) < 2:
+        raise ValueError(f'kmeans_image_classifier: need >= 2 training images, got {len(x)}')
+    km = KMeans(n_clusters=2, init='k-means++', n_init=10, random_state=seed)
+    with warnings.catch_warnings():
+        # identical training proportions: fewer distinct points than clusters
+        warnings.simplefilter('ignore')
+        assign = km.fit_predict(x)
+    values, counts = np.unique(train_y, return_counts=True)
+    overall = values[np.argmax(counts)]
+    labels = np.empty(2, np.int64)
+    for k in range(2):
+        members = train_y[assign == k]
+        if members.size == 0:
+            labels[k] = overall
+        else:
+            v, c = np.unique(members, return_counts=True)
+            labels[k] = v[np.argmax(c)]
+    pred = labels[km.predict(np.asarray(test_p, np.float64))]
+    return pred, km.cluster_centers_, labels
+
+
+def cross_validate_images(features: Dict[str, np.ndarray], labels: np.ndarray,
+                          folds: int = 4, repeats: int = 4, seed: int = 0,
+                          c: float = SVM_C) -> Dict[str, Dict[str, Dict[str, list]]]:
+    """Sect. IV-E protocol: ``folds``-fold stratified cross-validation repeated
+    ``repeats`` times (split r shuffled with seed ``seed + r``). For each proportion set in
+    ``features`` (name -> (M, K)) and each classifier (``k-means(2)``, ``L2-SVM``), binary
+    precision / recall / F-score of class 1 per test fold; the score of a repeat is the
+    mean over its folds.
+
+    Returns {feature name: {classifier: {'precision'|'recall'|'f_score': [per repeat]}}}.
+    """
+    from sklearn.model_selection import StratifiedKFold
+    y = np.asarray(labels, np.int64)
+    out = {name: {clf: dict(precision=[], recall=[], f_score=[])
+                  for clf in ('k-means(2)', 'L2-SVM')} for name in features}
+    for r in range(repeats):
+        skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + r)
+        per_fold = {name: {clf: [] for clf in ('k-means(2)', 'L2-SVM')} for name in features}
+        for tr, te in skf.split(np.zeros(len(y)), y):
+            for name, x in features.items():
+                pred, _, _ = kmeans_image_classifier(x[tr], y[tr], x[te], seed=seed)
+                per_fold[name]['k-means(2)'].append(binary_prf(y[te], pred))
+                pred, _ = svm_predict(x[tr], y[tr], x[te], c=c, seed=seed)
+                per_fold[name]['L2-SVM'].append(binary_prf(y[te], pred))
+        for name in features:
+            for clf, scores in per_fold[name].items():
+                for key in ('precision', 'recall', 'f_score'):
+                    out[name][clf][key].append(float(np.mean([s[key] for s in scores])))
+    return out
+
+
+def summarise(values: Sequence[float]) -> Dict[str, object]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of repeats."""
+    v = np.asarray(values, np.float64)
+    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return dict(mean=float(v.mean()), std=std, per_repeat=[float(x) for x in v])
+
+
+def confusion_table(clusters: Sequence[int], classes: Sequence[int], num_clusters: int,
+                    num_classes: int) -> np.ndarray:
+    """Counts n_kj of cells in cluster k with class j, (num_clusters, num_classes)."""
+    k = np.asarray(clusters, np.int64)
+    j = np.asarray(classes, np.int64)
+    if k.shape != j.shape:
+        raise ValueError(f'confusion_table: {k.size} cluster ids for {j.size} class ids')
+    if k.size and (k.min() < 0 or k.max() >= num_clusters or j.min() < 0
+                   or j.max() >= num_classes):
+        raise ValueError(f'confusion_table: ids out of range (clusters < {num_clusters}, '
+                         f'classes < {num_classes})')
+    table = np.zeros((num_clusters, num_classes), np.int64)
+    np.add.at(table, (k, j), 1)
+    return table
