@@ -23,7 +23,8 @@ setup(
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
     extras_require=dict(
-        mm=read_requirements('mminstall.txt'), tests=read_requirements('tests.txt')),
+        mm=read_requirements('mminstall.txt'), tests=read_requirements('tests.txt'),
+        slide=read_requirements('optional.txt')),
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -77,8 +77,11 @@ if ! mmcv_ok; then
     fi
 fi
 
-# 4. mmdet, mmseg, the scientific stack, the tests' needs and MMHisto itself (editable).
-"${pip[@]}" install -r requirements/mminstall.txt -r requirements/tests.txt -e .
+# 4. mmdet, mmseg, the scientific stack, the tests' needs, the optional "slide" extra
+#    (OpenSlide + its bundled C library, so the tests run the OpenSlide reader too) and
+#    MMHisto itself (editable).
+"${pip[@]}" install -r requirements/mminstall.txt -r requirements/tests.txt \
+    -r requirements/optional.txt -e .
 # test references whose metadata pins an old torch (see the file): without dependencies
 "${pip[@]}" install --no-deps -r requirements/tests_nodeps.txt
 

@@ -30,6 +30,7 @@ clearance from that tile's inner borders, i.e. if another tile saw the whole obj
 The cost: if that other tile missed the object, the object is lost.
 """
 import sys
+import time
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -207,7 +208,7 @@ def merge_detections(boxes_per_tile: Sequence, scores_per_tile: Sequence,
         off_t = torch.as_tensor(np.asarray(offsets, dtype=np.float32), device=device)
         if not torch.equal(tiles_t[:, :2], off_t.reshape(-1, 2)):
             raise ValueError('tiles[:, :2] must equal offsets (the tile origins)')
-        masks = _border_keep_masks(all_boxes, tiles_t, float(border_margin))
+        masks = _border_keep_masks(all_boxes, tiles_t, float(border_margin)) if n_tiles else []
         all_boxes = [b[m] for b, m in zip(all_boxes, masks)]
         all_scores = [s[m] for s, m in zip(all_scores, masks)]
         all_labels = [lab[m] for lab, m in zip(all_labels, masks)]
@@ -267,6 +268,7 @@ class SlidingWindowInference:
         self.channel_order = channel_order
         self.drop_border_boxes = bool(drop_border_boxes)
         self.border_margin = float(border_margin)
+        self.last_stats: dict = {}  # filled by run()
 
     def __call__(self, image: np.ndarray):
         """Detect on an in-memory RGB uint8 image (H, W, 3); see :meth:`run`."""
@@ -318,20 +320,34 @@ class SlidingWindowInference:
         return (inst.bboxes[keep].detach().float().cpu(), scores[keep].cpu(),
                 inst.labels[keep].detach().long().cpu())
 
-    def run(self, read_tile: TileReader, height: int, width: int, progress: Optional[bool] = None):
+    def run(self, read_tile: TileReader, height: int, width: int, progress: Optional[bool] = None,
+            keep: Optional[np.ndarray] = None):
         """Detect on a ``height`` x ``width`` image read tile by tile.
 
         ``read_tile(x, y, w, h)`` returns the RGB uint8 array (h, w, 3) of the region at
         column ``x``, row ``y``; it is called once per tile, never outside the image, and
         only for the tiles of the current batch (``batch_size`` tiles, one model call).
+        ``keep``: optional bool array (K,) over the tiles of :func:`tile_grid` (same
+        order); tiles where it is False are neither read nor run (e.g. background tiles
+        of a whole slide) and contribute no box.
         Returns an ``mmengine.structures.InstanceData`` with ``bboxes`` (N, 4) x0, y0,
         x1, y1 in whole-image pixels, ``scores`` (N,), ``labels`` (N,), sorted by score;
-        metainfo ``img_shape`` = (height, width).
+        metainfo ``img_shape`` = (height, width). Afterwards :attr:`last_stats` holds the
+        tile counts and the seconds spent reading tiles (``read_s``), in the model
+        (``forward_s``: preprocessing + ``predict``, the pure model cost) and merging
+        (``merge_s``).
         """
         from mmengine.structures import InstanceData
         from mmengine.utils import ProgressBar
 
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
+        n_grid = len(tiles)
+        if keep is not None:
+            keep = np.asarray(keep)
+            if keep.dtype != bool or keep.shape != (n_grid, ):
+                raise ValueError(f'keep must be a bool array of shape ({n_grid},) (one entry '
+                                 f'per tile of the grid), got {keep.dtype} {keep.shape}')
+            tiles = tiles[keep]
         show = self.progress if progress is None else bool(progress)
         bar = None
         if show and len(tiles) >= PROGRESS_MIN_TILES:
@@ -341,12 +357,17 @@ class SlidingWindowInference:
         was_training = self.model.training
         self.model.eval()
         boxes, scores, labels = [], [], []
+        read_s = forward_s = 0.0
         try:
             with torch.no_grad():
                 for start in range(0, len(tiles), self.batch_size):
                     batch = tiles[start:start + self.batch_size]
+                    t0 = time.perf_counter()
                     imgs = [self._read(read_tile, t) for t in batch]
-                    for pred in self._predict_batch(imgs, device):
+                    t1 = time.perf_counter()
+                    preds = self._predict_batch(imgs, device)
+                    read_s, forward_s = read_s + t1 - t0, forward_s + time.perf_counter() - t1
+                    for pred in preds:
                         b, s, lab = self._select(pred)
                         boxes.append(b)
                         scores.append(s)
@@ -358,10 +379,14 @@ class SlidingWindowInference:
             self.model.train(was_training)
         if bar is not None:
             bar.file.write('\n')
+        t0 = time.perf_counter()
         merged = merge_detections(boxes, scores, labels, tiles[:, :2].tolist(),
                                   iou_thr=self.nms_iou, max_num=self.max_per_img,
                                   tiles=tiles if self.drop_border_boxes else None,
                                   border_margin=self.border_margin)
+        self.last_stats = dict(tiles=n_grid, processed=len(tiles), skipped=n_grid - len(tiles),
+                               read_s=read_s, forward_s=forward_s,
+                               merge_s=time.perf_counter() - t0)
         result = InstanceData(metainfo=dict(img_shape=(int(height), int(width))))
         result.bboxes, result.scores, result.labels = merged
         return result
