@@ -338,3 +338,20 @@ def _load_tool():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_draw_cell_extraction_tool(tmp_path):
+    """The picture tool runs the same pipeline: its nucleus count is segment_nuclei's."""
+    from conftest import run_tool
+    from projects.common.io import write_image
+    from projects.common.synthetic import generate_tile
+    tile = generate_tile(3, (160, 160), scale=2.5)['image']
+    write_image(str(tmp_path / 'tile.png'), tile)
+    n = int(segment_nuclei(tile).max())
+    out = str(tmp_path / 'fig.png')
+    proc = run_tool(['tools/analysis_tools/draw_cell_extraction.py', str(tmp_path / 'tile.png'),
+                     '--out', out])
+    assert f': {n} nuclei, {n} crops' in proc.stdout and osp.getsize(out) > 0
+    bad = run_tool(['tools/analysis_tools/draw_cell_extraction.py', str(tmp_path / 'tile.png'),
+                    '--out', out, '--crop', '100,100,100,100'], check=False)
+    assert bad.returncode != 0 and 'outside' in bad.stderr and 'tile.png' in bad.stderr

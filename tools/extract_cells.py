@@ -123,6 +123,16 @@ def parse_target_stats(text: str):
     return normalize_stats((vals[:3], vals[3:]), '--target-stats')
 
 
+def target_stats_from_args(target: Optional[str], target_stats: Optional[str]):
+    """Reinhard target statistics from ``--target`` (an image) or ``--target-stats``;
+    None (no normalisation) when neither is given."""
+    if target is not None:
+        return lab_stats(read_rgb_uint8(target), SPACE)
+    if target_stats is not None:
+        return parse_target_stats(target_stats)
+    return None
+
+
 def prepare_out(out: str, overwrite: bool) -> None:
     """Refuse to mix with an earlier run unless ``overwrite`` (which removes OUT/crops and
     OUT/cells.json only)."""
@@ -144,12 +154,7 @@ def run(args: argparse.Namespace) -> dict:
     paths = list_images(args.images)
     ids = image_ids(paths)
     labels = read_labels(args.labels, ids, paths) if args.labels else {}
-    if args.target is not None:
-        stats = lab_stats(read_rgb_uint8(args.target), SPACE)
-    elif args.target_stats is not None:
-        stats = parse_target_stats(args.target_stats)
-    else:
-        stats = None
+    stats = target_stats_from_args(args.target, args.target_stats)
     prepare_out(args.out, args.overwrite)
     print(f'[extract_cells] {len(paths)} images -> {args.out} (mode {args.mode}, threshold '
           f'{args.threshold}, min size {args.min_size}, opening {args.opening}, crop '

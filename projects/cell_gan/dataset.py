@@ -23,6 +23,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine.dataset import BaseDataset
 
+from projects.common.datasets import adopt_file_classes
 from projects.common.io import read_json, write_image, write_json
 from projects.common.registry import DET_DATASETS, SEG_DATASETS, TRANSFORMS, register
 
@@ -154,12 +155,7 @@ class CellCropDataset(BaseDataset):
     def load_data_list(self) -> List[dict]:
         ann = read_cell_json(self.ann_file)
         meta = ann['metainfo']
-        classes = tuple(meta['classes'])
-        given = self._metainfo.get('classes')
-        if given is not None and tuple(given) != classes:
-            raise ValueError(f'{self.ann_file}: classes {list(classes)} differ from the '
-                             f'config metainfo classes {list(given)}')
-        self._metainfo['classes'] = classes
+        adopt_file_classes(self._metainfo, meta['classes'], self.ann_file)
         for key, value in meta.items():
             if key != 'classes':
                 self._metainfo[key] = value

@@ -1,6 +1,6 @@
 """Training pictures of the cell GAN: the sample grid of Fig. 5 and the curves of Fig. 9(a)."""
 import os.path as osp
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch

@@ -16,7 +16,7 @@ from mmseg.datasets import BaseSegDataset
 from .io import read_coco
 from .registry import DET_DATASETS, SEG_DATASETS, register
 
-__all__ = ['CellDetDataset', 'NucleiSegDataset']
+__all__ = ['CellDetDataset', 'NucleiSegDataset', 'adopt_file_classes']
 
 
 def _palette(n: int) -> List[Tuple[int, int, int]]:
@@ -27,6 +27,18 @@ def _palette(n: int) -> List[Tuple[int, int, int]]:
         r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95)
         out.append((int(r * 255), int(g * 255), int(b * 255)))
     return out
+
+
+def adopt_file_classes(metainfo: dict, classes: Sequence[str], ann_file: str) -> tuple:
+    """Set ``metainfo['classes']`` to the annotation file's ``classes``; a config that
+    gave other classes gets a ValueError naming ``ann_file``."""
+    classes = tuple(classes)
+    given = metainfo.get('classes')
+    if given is not None and tuple(given) != classes:
+        raise ValueError(f'{ann_file}: classes {list(classes)} differ from the config '
+                         f'metainfo classes {list(given)}')
+    metainfo['classes'] = classes
+    return classes
 
 
 @register(DET_DATASETS)

@@ -6,8 +6,9 @@ temporary name in the same folder and rename.
 """
 import os
 import os.path as osp
+import shutil
 import tempfile
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -262,3 +263,23 @@ def read_coco(path: str) -> dict:
     if not isinstance(coco, dict) or not coco.get('images'):
         raise ValueError(f'{path}: no "images" (an empty or non-COCO annotation file)')
     return coco
+
+
+def prepare_out_dir(out: str, outputs: Sequence[str], overwrite: bool, what: str) -> List[str]:
+    """Make ``out`` ready for a tool's data set: refuse a non-empty folder unless
+    ``overwrite``, which removes only the entries named in ``outputs`` (other files are kept
+    and returned, sorted). ``what`` names the data set in the error."""
+    if osp.exists(out) and not osp.isdir(out):
+        raise ValueError(f'{out}: output path exists and is not a folder')
+    if osp.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ValueError(f'{out}: output folder is not empty; pass --overwrite to replace '
+                             f'{what} or choose another --out')
+        for entry in outputs:
+            full = osp.join(out, entry)
+            if osp.isdir(full) and not osp.islink(full):
+                shutil.rmtree(full)
+            elif osp.lexists(full):
+                os.remove(full)
+    os.makedirs(out, exist_ok=True)
+    return sorted(os.listdir(out))

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from .instances import connected_components_per_class
 from .slide import SlideReader, tissue_mask
-from .tiling import PROGRESS_MIN_TILES, SlidingWindowInference, _pair, tile_grid
+from .tiling import PROGRESS_MIN_TILES, SlidingWindowInference, _pair, tile_grid, tile_inputs
 
 __all__ = [
     'load_model', 'model_task', 'class_names_and_colours', 'parse_roi', 'region_in_level',
@@ -629,13 +629,9 @@ class SlideInference:
         """Per tile: (class map int64 (h, w), probability of that class float32 (h, w))."""
         import torch.nn.functional as F
         from mmseg.structures import SegDataSample
-        inputs, samples = [], []
-        for img in imgs:
-            h, w = img.shape[:2]
-            chans = img[..., ::-1] if self.channel_order == 'bgr' else img
-            inputs.append(torch.from_numpy(np.ascontiguousarray(chans.transpose(2, 0, 1)))
-                          .to(device))
-            samples.append(SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w))))
+        inputs = tile_inputs(imgs, self.channel_order, device)
+        samples = [SegDataSample(metainfo=dict(img_shape=img.shape[:2], ori_shape=img.shape[:2]))
+                   for img in imgs]
         data = self.model.data_preprocessor(dict(inputs=inputs, data_samples=samples), False)
         x, samples = data['inputs'], data['data_samples']
         div = self._pad_divisor()

@@ -223,6 +223,17 @@ def merge_detections(boxes_per_tile: Sequence, scores_per_tile: Sequence,
     return dets[:, :4].contiguous(), dets[:, 4].contiguous(), labels[keep]
 
 
+def tile_inputs(imgs: Sequence[np.ndarray], channel_order: str,
+                device: Union[str, torch.device]) -> List[torch.Tensor]:
+    """RGB uint8 tiles (h, w, 3) as the CHW uint8 tensors a data preprocessor takes, in
+    ``channel_order`` ('bgr': what mmcv's ``LoadImageFromFile`` gives), on ``device``."""
+    out = []
+    for img in imgs:
+        chans = img[..., ::-1] if channel_order == 'bgr' else img
+        out.append(torch.from_numpy(np.ascontiguousarray(chans.transpose(2, 0, 1))).to(device))
+    return out
+
+
 class SlidingWindowInference:
     """Tile a large image, run an mmdet detector per tile in batches, merge by NMS.
 
@@ -297,12 +308,10 @@ class SlidingWindowInference:
 
     def _predict_batch(self, imgs: List[np.ndarray], device: torch.device) -> list:
         from mmdet.structures import DetDataSample
-        inputs, samples = [], []
+        inputs = tile_inputs(imgs, self.channel_order, device)
+        samples = []
         for img in imgs:
             h, w = img.shape[:2]
-            chans = img[..., ::-1] if self.channel_order == 'bgr' else img
-            inputs.append(torch.from_numpy(np.ascontiguousarray(chans.transpose(2, 0, 1)))
-                          .to(device))
             samples.append(DetDataSample(metainfo=dict(
                 img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
                 scale_factor=(1.0, 1.0), batch_input_shape=(h, w))))

@@ -13,13 +13,12 @@ The on-disk layout (``<split>.json`` + ``images/`` + ``masks/``) is described in
 Numpy / scipy / skimage only (no torch).
 """
 import csv
-import os
 import os.path as osp
-import shutil
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from projects.common import io
 from projects.common.io import read_json, write_json
 
 __all__ = ['NoPatchError', 'patch_grid', 'tissue_grid', 'tissue_mask', 'read_ratio_csv',
@@ -408,18 +407,5 @@ def prepare_out_dir(out: str, overwrite: bool) -> List[str]:
     """Make ``out`` ready for a bag data root: refuse a non-empty folder unless
     ``overwrite``, which removes only the entries of :data:`BAG_OUTPUTS` (other files
     are kept and returned)."""
-    if osp.exists(out) and not osp.isdir(out):
-        raise ValueError(f'{out}: output path exists and is not a folder')
-    if osp.isdir(out) and os.listdir(out):
-        if not overwrite:
-            raise ValueError(f'{out}: output folder is not empty; pass --overwrite to replace '
-                             f'the bag data set ({", ".join(BAG_OUTPUTS)}) or choose another '
-                             f'--out')
-        for entry in BAG_OUTPUTS:
-            full = osp.join(out, entry)
-            if osp.isdir(full) and not osp.islink(full):
-                shutil.rmtree(full)
-            elif osp.lexists(full):
-                os.remove(full)
-    os.makedirs(out, exist_ok=True)
-    return sorted(os.listdir(out))
+    return io.prepare_out_dir(out, BAG_OUTPUTS, overwrite,
+                              f'the bag data set ({", ".join(BAG_OUTPUTS)})')

@@ -14,7 +14,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine.dataset import BaseDataset
 
-from projects.common.datasets import _palette
+from projects.common.datasets import _palette, adopt_file_classes
 from projects.common.io import read_rgb_uint8
 from projects.common.registry import SEG_DATASETS, TRANSFORMS, register
 from projects.common.transforms import PackPatchInputs  # noqa: F401 (moved; re-exported)
@@ -57,12 +57,7 @@ class ProportionBagDataset(BaseDataset):
     def load_data_list(self) -> List[dict]:
         layout = read_bag_json(self.ann_file)
         meta = layout['metainfo']
-        classes = tuple(meta['classes'])
-        given = self._metainfo.get('classes')
-        if given is not None and tuple(given) != classes:
-            raise ValueError(f'{self.ann_file}: classes {list(classes)} differ from the '
-                             f'config metainfo classes {list(given)}')
-        self._metainfo['classes'] = classes
+        classes = adopt_file_classes(self._metainfo, meta['classes'], self.ann_file)
         if self._metainfo.get('palette') is None:
             self._metainfo['palette'] = _palette(len(classes))
         self._metainfo['patch_size'] = int(meta['patch_size'])

@@ -45,7 +45,7 @@ from projects.cell_gan.evaluation import (HOG_CELLS_PER_BLOCK, HOG_ORIENTATIONS,
                                           hog_features, kmeans_clusters, pixel_features,
                                           summarise, svm_predict, weighted_prf)
 from projects.cell_gan.metrics import cluster_scores  # noqa: E402
-from projects.common.io import atomic_write, read_json, read_rgb_uint8, write_json  # noqa: E402
+from projects.common.io import atomic_write, read_rgb_uint8, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
 
 SCRIPT = 'tools/analysis_tools/cell_gan_features.py'
@@ -103,37 +103,20 @@ def read_cells(path: str, crop_size: int, progress: bool = True,
 
     Returns dict(classes, mode, crops (N, s, s, 3) uint8 RGB, labels (N,) int64,
     image_ids (list), image_labels {image_id: label}, path)."""
-    ann = read_json(path, 'cell annotation')
-    if not isinstance(ann, dict) or not isinstance(ann.get('metainfo'), dict):
-        raise ValueError(f'{path}: expected a JSON object with "metainfo" and "data_list"')
-    meta, data = ann['metainfo'], ann.get('data_list')
-    if not isinstance(data, list) or not data:
-        raise ValueError(f'{path}: "data_list" is missing or empty (no cell crop)')
-    classes = meta.get('classes')
-    if not isinstance(classes, list) or not classes or \
-            not all(isinstance(c, str) for c in classes):
-        raise ValueError(f'{path}: metainfo "classes" must be a non-empty list of names, '
-                         f'got {classes!r}')
+    from projects.cell_gan.dataset import read_cell_json
+    ann = read_cell_json(path)  # checks the entries, ids and labels
+    meta, data = ann['metainfo'], ann['data_list']
+    classes = meta['classes']
+    if not classes:
+        raise ValueError(f'{path}: metainfo "classes" is empty: the crops have no classes to '
+                         'score against')
     mode = meta.get('mode')
     if expect_mode is not None and mode is not None and mode != expect_mode:
         raise ValueError(f'{path}: metainfo mode is {mode!r}, expected {expect_mode!r}')
     if meta.get('crop_size', crop_size) != crop_size:
         raise ValueError(f'{path}: metainfo crop_size {meta["crop_size"]} differs from the '
                          f'model\'s img_size {crop_size}')
-    images = ann.get('images')
-    image_labels: Dict[str, int] = {}
-    if images is not None:
-        if not isinstance(images, list):
-            raise ValueError(f'{path}: "images" must be a list, got {type(images).__name__}')
-        for j, img in enumerate(images):
-            label = img.get('gt_label', -1) if isinstance(img, dict) else None
-            if not isinstance(img, dict) or not isinstance(img.get('image_id'), str) or \
-                    not _is_int(label) or label < -1:
-                raise ValueError(f'{path}: images[{j}] needs an "image_id" string and a '
-                                 f'"gt_label" int >= -1, got {img!r}')
-            if img['image_id'] in image_labels:
-                raise ValueError(f'{path}: images[{j}]: image_id {img["image_id"]!r} repeated')
-            image_labels[img['image_id']] = int(label)
+    image_labels = {img['image_id']: int(img.get('gt_label', -1)) for img in ann['images']}
     root = osp.dirname(osp.abspath(path))
     crops = np.empty((len(data), crop_size, crop_size, 3), np.uint8)
     labels = np.empty(len(data), np.int64)
@@ -141,16 +124,7 @@ def read_cells(path: str, crop_size: int, progress: bool = True,
     for i in track(range(len(data)), progress):
         d = data[i]
         where = f'{path}: data_list[{i}]'
-        if not isinstance(d, dict) or not isinstance(d.get('img_path'), str) or \
-                not d['img_path'] or not isinstance(d.get('image_id'), str):
-            raise ValueError(f'{where} needs "img_path" and "image_id" strings, got {d!r}')
-        if images is not None and d['image_id'] not in image_labels:
-            raise ValueError(f'{where} ({d["img_path"]}): image_id {d["image_id"]!r} is not '
-                             'in "images"')
         label = d.get('gt_label', -1)
-        if not _is_int(label) or not -1 <= label < len(classes):
-            raise ValueError(f'{where} ({d["img_path"]}): gt_label must be -1 or a class '
-                             f'index < {len(classes)}, got {label!r}')
         crop_path = osp.join(root, d['img_path'])
         try:
             crop = read_rgb_uint8(crop_path)

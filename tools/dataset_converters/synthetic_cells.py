@@ -37,9 +37,7 @@ Output (``--mode both``, the default; ``seg`` / ``bbox`` write one of the two)::
 ``--num-val`` / ``--num-test`` 0 skip those splits (train needs at least one tile).
 """
 import argparse
-import os
 import os.path as osp
-import shutil
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,6 +47,7 @@ import numpy as np
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from projects.cell_gan.dataset import save_crops, write_cell_json  # noqa: E402
 from projects.cell_gan.extraction import CROP_MODES, extract_cells  # noqa: E402
+from projects.common import io  # noqa: E402
 from projects.common.io import write_image, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
 from projects.common.stain import lab_stats  # noqa: E402
@@ -98,19 +97,8 @@ def image_label(gt_labels: np.ndarray) -> int:
 
 def prepare_out_dir(out: str, overwrite: bool) -> None:
     """Refuse a non-empty ``out`` unless ``overwrite`` (then only our outputs are removed)."""
-    if osp.exists(out) and not osp.isdir(out):
-        raise ValueError(f'{out}: output path exists and is not a folder')
-    if osp.isdir(out) and os.listdir(out):
-        if not overwrite:
-            raise ValueError(f'{out}: output folder is not empty; pass --overwrite to replace '
-                             f'the synthetic cell data set or choose another --out')
-        for entry in SPLITS + ('summary.json', ):
-            full = osp.join(out, entry)
-            if osp.isdir(full) and not osp.islink(full):
-                shutil.rmtree(full)
-            elif osp.lexists(full):
-                os.remove(full)
-    os.makedirs(out, exist_ok=True)
+    io.prepare_out_dir(out, SPLITS + ('summary.json', ), overwrite,
+                       'the synthetic cell data set')
 
 
 def generate(out: str, num_train: int = 40, num_val: int = 8, num_test: int = 16,
