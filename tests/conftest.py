@@ -10,6 +10,19 @@ import pytest
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _no_default_scope_leak():
+    """Undo the default scopes a test creates (``init_default_scope``, a Runner): mmengine
+    builds from the registry of the latest scope, so a scope left by one test would make
+    another test's builds depend on the order the tests run in."""
+    from mmengine.registry import DefaultScope
+    before = dict(DefaultScope._instance_dict)
+    yield
+    for name in list(DefaultScope._instance_dict):
+        if name not in before:
+            del DefaultScope._instance_dict[name]
+
+
 @pytest.fixture(scope='session')
 def tiny_synthetic(tmp_path_factory) -> str:
     """A seeded synthetic data set of 64x64 tiles in both layouts (4 train, 2 val, 2 test)."""

@@ -12,6 +12,8 @@ from projects.common.registry import HOOKS, register
 
 __all__ = ['sample_grid', 'CellGANSampleHook']
 
+GENERATOR_KEYS = ('loss_g', 'loss_q', 'q_acc')  # logged after G / Q steps only
+
 
 def sample_grid(images: np.ndarray, rows: int, cols: int, border: int = 2,
                 fill: int = 255) -> np.ndarray:
@@ -37,8 +39,8 @@ class CellGANSampleHook(Hook):
       the categorical code c (columns), as in the paper's Figs. 3(b) and 5 (G in eval mode,
       z drawn once from ``seed`` so grids of different iterations compare);
     * ``learning_curves.png``: V(D, G) of eq. (8) (``wdist``) and L_Q of eq. (12)
-      (``loss_q``) over generator iterations, as in Fig. 9(a), from the runner's logged
-      scalars (restored on resume).
+      (``loss_q``), as in Fig. 9(a), from the runner's logged scalars (restored on resume):
+      V(D, G) per critic iteration, L_Q per generator iteration.
     """
 
     priority = 'LOW'
@@ -105,7 +107,8 @@ class CellGANSampleHook(Hook):
                 ax.plot(np.arange(w, len(values) + 1),
                         np.convolve(values, np.ones(w) / w, mode='valid'), lw=1.5)
             ax.set_title(labels.get(key, key))
-            ax.set_xlabel('logged iteration')
+            # G / Q values are logged once per generator iteration, the others per critic one
+            ax.set_xlabel('generator iteration' if key in GENERATOR_KEYS else 'critic iteration')
         fig.tight_layout()
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
         plt.close(fig)
