@@ -38,15 +38,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def plain_loop(model, batches: List[torch.Tensor], lr: float, betas: tuple) -> Callable:
-    """The same schedule written directly in PyTorch (the authors' style of loop)."""
+def plain_loop(model, batches: List[torch.Tensor], lr: float, betas: tuple,
+               q_modules: List[str]) -> Callable:
+    """The same schedule written directly in PyTorch (the authors' style of loop); the Q
+    optimiser holds the parameters of ``q_modules`` (the config's auxiliary modules)."""
     from projects.cell_gan.losses import (critic_loss, generator_loss, gradient_penalty,
                                           q_loss, sample_latent)
     g, d, q = model.generator, model.discriminator, model.auxiliary
     opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=betas)
     opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=betas)
-    shared = list(q.parameters()) + list(g.parameters()) + list(d.parameters())
-    opt_q = torch.optim.Adam(shared, lr=lr, betas=betas)
+    shared = {id(p): p for name in q_modules for p in getattr(model, name).parameters()}
+    opt_q = torch.optim.Adam(list(shared.values()), lr=lr, betas=betas)
 
     def noise(n):
         return sample_latent(n, model.z_dim, model.num_categories)
@@ -72,7 +74,9 @@ def plain_loop(model, batches: List[torch.Tensor], lr: float, betas: tuple) -> C
         for p in d.parameters():
             p.requires_grad_(True)
         z, c = noise(n)
-        loss = q_loss(q(d(g(z, c))[1]), c, model.lambda2)
+        fake = g(z, c)
+        logits = q(d(fake)[1]) if model.q_shares_trunk else q(fake)
+        loss = q_loss(logits, c, model.lambda2)
         opt_q.zero_grad()
         loss.backward()
         opt_q.step()
@@ -102,7 +106,8 @@ def main() -> None:
     batches = [torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8)
                for _ in range(n_critic)]
     datas = [dict(inputs=list(b)) for b in batches]
-    plain_iteration = plain_loop(plain, batches, adam.lr, tuple(adam.betas))
+    q_modules = list(cfg.optim_wrapper.auxiliary.get('modules', ['auxiliary']))
+    plain_iteration = plain_loop(plain, batches, adam.lr, tuple(adam.betas), q_modules)
 
     def ours_iteration() -> None:
         for data in datas:
