@@ -1,5 +1,5 @@
-# Hu et al. 2018: residual WGAN-GP generator / critic (128 channels, 32x32 crops) with an
-# InfoGAN auxiliary head Q on the critic's trunk; z: 32 Gaussian, c: 5 categories.
+# Hu et al. 2018: residual WGAN-GP generator / critic (128 channels, 32x32 crops) and an
+# InfoGAN auxiliary network Q (its own residual trunk); z: 32 Gaussian, c: 5 categories.
 model = dict(
     type='CellInfoWGAN',
     z_dim=32,

@@ -12,6 +12,6 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=10, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 # Distributed runs (tools/dist_train.sh): G, D and Q are wrapped in DDP one by one, since
-# train_step calls them separately; the Q step does not reach D's critic layer.
+# train_step calls them separately; each step leaves some of their parameters unused.
 model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
                          find_unused_parameters=True)
