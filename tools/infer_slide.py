@@ -26,7 +26,8 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 import projects  # noqa: F401  (torch.load fix for mmengine checkpoints)
-from projects.common.export import ObjectWriter, write_json, write_overview
+from projects.common.export import ObjectWriter, write_overview
+from projects.common.io import write_json
 from projects.common.slide import TISSUE_METHODS, open_slide
 from projects.common.slide_inference import (SlideInference, class_names_and_colours,
                                              load_model, parse_roi, region_in_level)

@@ -12,6 +12,7 @@ from mmengine.logging import print_log
 
 from projects.common.metrics import _field, _numpy, int_scalar
 from projects.common.registry import METRICS, register
+from .evaluation import confusion_table
 
 __all__ = ['cluster_scores', 'ClusteringMetric']
 
@@ -60,8 +61,7 @@ def cluster_scores(clusters: Any, classes: Any) -> Dict[str, Any]:
     _, k_idx = np.unique(k_ids, return_inverse=True)
     class_values, j_idx = np.unique(j_ids, return_inverse=True)
     num_k, num_j = int(k_idx.max()) + 1, class_values.size
-    table = np.zeros((num_k, num_j), dtype=np.int64)  # n_jk, clusters x classes
-    np.add.at(table, (k_idx, j_idx), 1)
+    table = confusion_table(k_idx, j_idx, num_k, num_j)  # n_jk, clusters x classes
     n_k = table.sum(axis=1)
     n_j = table.sum(axis=0)
 

@@ -130,8 +130,9 @@ class CellInfoWGAN(BaseModel):
 
     # ----------------------------------------------------------------- training
     def _check_optim(self, optim_wrapper: OptimWrapperDict) -> None:
-        missing = [k for k in OPTIMISER_KEYS if k not in getattr(optim_wrapper, 'keys', list)()]
-        if not isinstance(optim_wrapper, OptimWrapperDict) or missing:
+        missing = [k for k in OPTIMISER_KEYS
+                   if not isinstance(optim_wrapper, OptimWrapperDict) or k not in optim_wrapper]
+        if missing:
             raise TypeError('CellInfoWGAN.train_step needs an OptimWrapperDict with keys '
                             f'{OPTIMISER_KEYS} (optim_wrapper.constructor='
                             f'"GANOptimWrapperConstructor"); missing {missing}')

@@ -24,9 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .io import _current_umask, atomic_write, write_json
+from .io import _current_umask, atomic_write
 
-__all__ = ['ObjectWriter', 'box_ring', 'write_overview', 'write_json']
+__all__ = ['ObjectWriter', 'box_ring', 'write_overview']
 
 GEOMETRIES = ('polygon', 'point')
 
@@ -206,11 +206,3 @@ def write_overview(path: str, thumbnail: np.ndarray, scale: float, centres: np.n
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format='PNG',
                                                               compress_level=3))
     return rgb
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a text file atomically."""
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)

@@ -38,7 +38,8 @@ from scipy import ndimage
 
 from .instances import connected_components_per_class
 from .slide import SlideReader, tissue_mask
-from .tiling import PROGRESS_MIN_TILES, SlidingWindowInference, _pair, tile_grid, tile_inputs
+from .tiling import (PROGRESS_MIN_TILES, SlidingWindowInference, _pair,
+                     check_batch_and_order, tile_grid, tile_inputs)
 
 __all__ = [
     'load_model', 'model_task', 'class_names_and_colours', 'parse_roi', 'region_in_level',
@@ -537,10 +538,7 @@ class SlideInference:
                 progress=progress, channel_order=channel_order,
                 drop_border_boxes=drop_border_boxes, border_margin=border_margin)
         else:
-            if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-                raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
-            if channel_order not in ('bgr', 'rgb'):
-                raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+            check_batch_and_order(batch_size, channel_order)
             if not isinstance(min_size, int) or min_size < 0:
                 raise ValueError(f'min_size must be an int >= 0, got {min_size!r}')
         self.batch_size, self.channel_order = batch_size, channel_order
@@ -674,6 +672,24 @@ class SlideInference:
             bar = ProgressBar(len(todo), file=sys.stdout)
         read_s = forward_s = merge_s = 0.0
         results: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+        def feed(nxt: int, last: int) -> int:
+            """Hand the cores of tiles nxt..last (row-major) to the stitcher, emitting each
+            finished row; a tile without a prediction is background. Returns the next
+            tile index."""
+            for t in range(nxt, last + 1):
+                r, c = divmod(t, n_cols)
+                lab_prob = results.pop(t, None)
+                if lab_prob is None:
+                    st.add_core(r, c, None)
+                else:
+                    tx, ty = int(tiles[t, 0]), int(tiles[t, 1])
+                    sl = (slice(yb[r] - ty, yb[r + 1] - ty), slice(xb[c] - tx, xb[c + 1] - tx))
+                    st.add_core(r, c, lab_prob[0][sl], lab_prob[1][sl])
+                if c == n_cols - 1:
+                    emit(self._objects(st.end_row(r), origin, d))
+            return max(nxt, last + 1)
+
         nxt = 0  # next tile index (row-major) to hand to the stitcher
         was_training = self.model.training
         self.model.eval()
@@ -690,29 +706,13 @@ class SlideInference:
                     read_s, forward_s = read_s + t1 - t0, forward_s + t2 - t1
                     results.update(zip(idx.tolist(), preds))
                     last = idx[-1] if start + self.batch_size < len(todo) else len(tiles) - 1
-                    while nxt <= last:  # feed cores in order; skipped tiles are background
-                        r, c = divmod(nxt, n_cols)
-                        tx, ty = int(tiles[nxt, 0]), int(tiles[nxt, 1])
-                        lab_prob = results.pop(nxt, None)
-                        if lab_prob is None:
-                            st.add_core(r, c, None)
-                        else:
-                            sl = (slice(yb[r] - ty, yb[r + 1] - ty),
-                                  slice(xb[c] - tx, xb[c + 1] - tx))
-                            st.add_core(r, c, lab_prob[0][sl], lab_prob[1][sl])
-                        if c == n_cols - 1:
-                            emit(self._objects(st.end_row(r), origin, d))
-                        nxt += 1
+                    nxt = feed(nxt, last)
                     merge_s += time.perf_counter() - t2
                     if bar is not None:
                         for _ in idx:
                             bar.update()
-                if not len(todo):
-                    for nxt in range(len(tiles)):
-                        r, c = divmod(nxt, n_cols)
-                        st.add_core(r, c, None)
-                        if c == n_cols - 1:
-                            emit(self._objects(st.end_row(r), origin, d))
+                if not len(todo):  # no tissue anywhere: every core is background
+                    feed(0, len(tiles) - 1)
         finally:
             self.model.train(was_training)
         if bar is not None:

@@ -223,6 +223,15 @@ def merge_detections(boxes_per_tile: Sequence, scores_per_tile: Sequence,
     return dets[:, :4].contiguous(), dets[:, 4].contiguous(), labels[keep]
 
 
+def check_batch_and_order(batch_size: int, channel_order: str) -> None:
+    """ValueError unless ``batch_size`` is a positive int and ``channel_order`` is 'bgr'
+    or 'rgb' (the tiled-inference options shared by detectors and segmentors)."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
+    if channel_order not in ('bgr', 'rgb'):
+        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+
+
 def tile_inputs(imgs: Sequence[np.ndarray], channel_order: str,
                 device: Union[str, torch.device]) -> List[torch.Tensor]:
     """RGB uint8 tiles (h, w, 3) as the CHW uint8 tensors a data preprocessor takes, in
@@ -260,15 +269,12 @@ class SlidingWindowInference:
                              f'{type(model).__name__}')
         tile_hw, ov_hw = _pair(tile_size, 'tile_size'), _pair(overlap, 'overlap')
         tile_grid(1, 1, tile_hw, ov_hw)  # validates tile_size / overlap
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
+        check_batch_and_order(batch_size, channel_order)
         for name, val in (('max_per_tile', max_per_tile), ('max_per_img', max_per_img)):
             if not _is_int(val) or (val < 1 and val != -1):
                 raise ValueError(f'{name} must be a positive int or -1 (no limit), got {val!r}')
         if not 0.0 < nms_iou <= 1.0:
             raise ValueError(f'nms_iou must be in (0, 1], got {nms_iou}')
-        if channel_order not in ('bgr', 'rgb'):
-            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         self.model = model
         self.tile_size, self.overlap = tile_hw, ov_hw
         self.batch_size = int(batch_size)

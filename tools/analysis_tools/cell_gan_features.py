@@ -174,8 +174,7 @@ def q_and_features(model, crops: np.ndarray, batch: int, progress: bool = True):
 # ---------------------------------------------------------------------- results
 def _scores(clusters: np.ndarray, classes: np.ndarray) -> dict:
     s = cluster_scores(clusters, classes)
-    # + 0.0 turns the -0.0 of a pure clustering into 0.0
-    return dict(purity=s['purity'], entropy=s['entropy'] + 0.0, f_score=s['f_score'],
+    return dict(purity=s['purity'], entropy=s['entropy'], f_score=s['f_score'],
                 num_clusters=s['num_clusters'],
                 per_class_f1={str(k): v for k, v in s['per_class_f1'].items()})
 
