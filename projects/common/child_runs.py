@@ -15,7 +15,8 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from decimal import Decimal
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from projects.common.io import atomic_write, write_json
 
@@ -131,6 +132,49 @@ def validate_on_test_at_end(cfg, source: str, who: str = 'the tool') -> None:
         raise ValueError(f'{source}: train_cfg has neither max_iters nor max_epochs')
     cfg.train_cfg.val_begin = int(end)
     cfg.resume = False
+
+
+def pipelines(cfg: Any, loader: str) -> List[list]:
+    """Every pipeline list of a dataloader's dataset (wrappers such as ConcatDataset too)."""
+    found: List[list] = []
+
+    def walk(ds: Any) -> None:
+        if isinstance(ds, dict):
+            if isinstance(ds.get('pipeline'), list):
+                found.append(ds['pipeline'])
+            for key in ('dataset', 'datasets'):
+                if key in ds:
+                    walk(ds[key])
+        elif isinstance(ds, (list, tuple)):
+            for d in ds:
+                walk(d)
+
+    walk((cfg.get(loader) or {}).get('dataset'))
+    return found
+
+
+def sparsifiers(obj: Any) -> List[dict]:
+    """Every SparsifyAnnotations dict (``type`` with or without a scope prefix, as
+    'mmdet.SparsifyAnnotations') in a pipeline, also inside wrapping transforms
+    (``RandomApply(transforms=[...])``, ``RandomChoice``, ...)."""
+    found: List[dict] = []
+    if isinstance(obj, dict):
+        if str(obj.get('type', '')).split('.')[-1] == 'SparsifyAnnotations':
+            found.append(obj)
+        for v in obj.values():
+            found += sparsifiers(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found += sparsifiers(v)
+    return found
+
+
+def frac_tag(fraction: float) -> str:
+    """0.3 -> '30', 0.125 -> '12p5' (percent, 'frac30'): the exact percentage of the float's
+    shortest repr, so distinct fractions never share a run folder (6 significant digits,
+    '%g', would merge 0.1234571 and 0.1234574)."""
+    pct = (Decimal(repr(float(fraction))) * 100).normalize()
+    return format(pct, 'f').replace('.', 'p')
 
 
 def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,

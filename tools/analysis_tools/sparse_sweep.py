@@ -32,53 +32,17 @@ import os
 import os.path as osp
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
 
-from projects.common.child_runs import (NON_METRIC_KEYS, train_or_reuse,
-                                         validate_on_test_at_end)
+from projects.common.child_runs import (NON_METRIC_KEYS, frac_tag, pipelines, sparsifiers,
+                                         train_or_reuse, validate_on_test_at_end)
 from projects.common.io import atomic_write, write_json
 from projects.common.runner_utils import load_config
 
 DONE_FILE = 'sparse_sweep_done.json'
 PAPER_FRACTIONS = (0.1, 0.3, 0.6, 1.0)
-
-
-def _pipelines(cfg: Config, loader: str) -> List[list]:
-    """Every pipeline list of a dataloader's dataset (wrappers such as ConcatDataset too)."""
-    found: List[list] = []
-
-    def walk(ds: Any) -> None:
-        if isinstance(ds, dict):
-            if isinstance(ds.get('pipeline'), list):
-                found.append(ds['pipeline'])
-            for key in ('dataset', 'datasets'):
-                if key in ds:
-                    walk(ds[key])
-        elif isinstance(ds, (list, tuple)):
-            for d in ds:
-                walk(d)
-
-    walk((cfg.get(loader) or {}).get('dataset'))
-    return found
-
-
-def _sparsifiers(obj: Any) -> List[dict]:
-    """Every SparsifyAnnotations dict (``type`` with or without a scope prefix, as
-    'mmdet.SparsifyAnnotations') in a pipeline, also inside wrapping transforms
-    (``RandomApply(transforms=[...])``, ``RandomChoice``, ...)."""
-    found: List[dict] = []
-    if isinstance(obj, dict):
-        if str(obj.get('type', '')).split('.')[-1] == 'SparsifyAnnotations':
-            found.append(obj)
-        for v in obj.values():
-            found += _sparsifiers(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            found += _sparsifiers(v)
-    return found
 
 
 def prepare(cfg: Config, fraction: float, source: str) -> int:
@@ -87,8 +51,8 @@ def prepare(cfg: Config, fraction: float, source: str) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f'{source}: fraction must lie in (0, 1], got {fraction}')
     n = 0
-    for pipe in _pipelines(cfg, 'train_dataloader'):
-        for t in _sparsifiers(pipe):
+    for pipe in pipelines(cfg, 'train_dataloader'):
+        for t in sparsifiers(pipe):
             if t.get('mode', 'nested') != 'nested':
                 raise ValueError(f'{source}: SparsifyAnnotations mode {t["mode"]!r} in the '
                                  "training pipeline; the sweep needs mode='nested'")
@@ -98,19 +62,11 @@ def prepare(cfg: Config, fraction: float, source: str) -> int:
         raise ValueError(f'{source}: no SparsifyAnnotations in the training pipeline: '
                          'nothing to sweep')
     validate_on_test_at_end(cfg, source, 'the sweep')
-    for pipe in _pipelines(cfg, 'test_dataloader'):
-        if _sparsifiers(pipe):
+    for pipe in pipelines(cfg, 'test_dataloader'):
+        if sparsifiers(pipe):
             raise ValueError(f'{source}: the test pipeline sparsifies its labels; the sweep '
                              'scores on complete labels')
     return n
-
-
-def frac_tag(fraction: float) -> str:
-    """0.3 -> '30', 0.125 -> '12p5' (percent, 'frac30'): the exact percentage of the float's
-    shortest repr, so distinct fractions never share a run folder (6 significant digits,
-    '%g', would merge 0.1234571 and 0.1234574)."""
-    pct = (Decimal(repr(float(fraction))) * 100).normalize()
-    return format(pct, 'f').replace('.', 'p')
 
 
 def _run(job: dict, metric: str, resume: bool, threads: int) -> dict:

@@ -1,0 +1,53 @@
+# Benchmark spec `seg_sparse`: nuclei segmentation from incompletely annotated images.
+#   python tools/analysis_tools/benchmark.py configs/benchmarks/seg_sparse.py --jobs 2 --resume
+#   python tools/analysis_tools/benchmark.py configs/benchmarks/seg_sparse.py --report
+# Peers: mmseg's U-Net (S5-D16, FCN head) and DeepLabV3+ (configs/benchmarks/zoo/, stock
+# cross-entropy, widths reduced for this CPU). Methods: the same U-Net with focal loss,
+# exclusive cross-entropy (ECE) and focal ECE (Panteli et al. 2021), each against the U-Net.
+task = 'seg'
+title = 'does exclusive cross-entropy beat the mmseg zoo on sparsely annotated nuclei?'
+seeds = [0, 1, 2]
+iters = 300
+metrics = ['Dice_obj', 'AJI', 'PQ', 'SQ', 'DQ', 'pixel_F1']
+plot_metric = 'Dice_obj'
+notes = """\
+Synthetic H&E: 48 training / 16 validation / 32 test tiles of 256x256 (seed 0); the
+training labels keep the given fraction of the nuclei (an unannotated nucleus becomes
+background; nested subsets seeded by the run's seed); validation and test labels are
+complete. mnfinder: real fluorescence nuclei (its test-data is held out: the validation
+images are the test set). Training on 128x128 crops, inference by 256x256 sliding windows.
+"""
+data = dict(
+    synthetic=dict(
+        path='data/synthetic_bench/ann_dir/test',
+        make='python tools/dataset_converters/synthetic.py --out data/synthetic_bench '
+        '--num-train 48 --num-val 16 --num-test 32 --size 256 --seed 0'),
+    mnfinder=dict(
+        path='data/mnfinder/ann_dir/val',
+        make='python tools/dataset_converters/mnfinder.py --root $MNFINDER_ROOT '
+        '--out data/mnfinder'))
+_synthetic_root = dict(
+    train_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
+    val_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
+    test_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')))
+_zoo = 'configs/benchmarks/zoo/{}_300i_{}-sparse30-128x128.py'
+_ece = 'configs/exclusive_ce/unet-s5-d16-c16_fcn_{}_300i_{}-sparse30-128x128.py'
+_all = [0.1, 0.3, 1.0]
+
+
+def _rows(ds):
+    return [
+        dict(name='unet', role='peer', config=_zoo.format('unet-s5-d16-c16_fcn', ds)),
+        dict(name='deeplabv3plus', role='peer', fractions=[0.3],
+             config=_zoo.format('deeplabv3plus_r18-c32-d8', ds)),
+        dict(name='focal', config=_ece.format('focal', ds), baseline='unet'),
+        dict(name='ece', config=_ece.format('ece', ds), baseline='unet'),
+        dict(name='focal-ece', config=_ece.format('focal-ece', ds), baseline='unet'),
+    ]
+
+
+groups = [
+    dict(dataset='synthetic', fractions=_all, cfg_options=_synthetic_root,
+         rows=_rows('synthetic')),
+    dict(dataset='mnfinder', fractions=_all, rows=_rows('mnfinder')),
+]

@@ -1,0 +1,148 @@
+"""Statistics of the benchmark (``tools/analysis_tools/benchmark.py``): intervals over seeds,
+paired bootstrap over test images, verdicts and the convergence rule.
+
+Every function is plain numpy / scipy and deterministic (the bootstrap takes its seed), so a
+report rebuilt from the same results is byte-identical.
+"""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+def t_interval(values: Sequence[float], conf: float = 0.95) -> Tuple[float, float]:
+    """Mean and half-width of the two-sided Student-t interval over ``values`` (seeds).
+
+    half = t_{(1+conf)/2, n-1} * s / sqrt(n), s the sample standard deviation (ddof=1).
+    Needs at least 2 values (a ValueError otherwise: one seed has no interval).
+    """
+    from scipy import stats
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size < 2:
+        raise ValueError(f't_interval needs at least 2 values, got {x.size}')
+    if not np.isfinite(x).all():
+        raise ValueError(f't_interval: non-finite values {x.tolist()}')
+    half = stats.t.ppf((1 + conf) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def pooled_f1(counts: np.ndarray) -> np.ndarray:
+    """F1 = 2 tp / (2 tp + fp + fn) of counts summed over the second-to-last axis.
+
+    ``counts`` (..., n_images, 3) holds (tp, fp, fn) per image; returns (...). A set with
+    neither ground truth nor prediction scores 1.0 (the metrics module's convention).
+    """
+    c = np.asarray(counts, dtype=np.float64).sum(-2)
+    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 1.0)
+
+
+def masked_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the images that count, along the second-to-last axis.
+
+    ``values`` (..., n_images, 2): column 0 the per-image score, column 1 a 0/1 weight (an
+    image with neither ground-truth nor predicted object has weight 0, as in
+    ``NucleiMetric``). No counted image: 1.0 (the module's convention).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    w = v[..., 1]
+    s = (v[..., 0] * w).sum(-1)
+    n = w.sum(-1)
+    return np.where(n > 0, s / np.where(n > 0, n, 1), 1.0)
+
+
+STATISTICS: Dict[str, Statistic] = dict(pooled_f1=pooled_f1, masked_mean=masked_mean)
+
+
+def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
+                     statistic: Statistic, n_boot: int = 2000, seed: int = 0,
+                     conf: float = 0.95) -> Dict[str, float]:
+    """Paired difference ``statistic(method) - statistic(base)``, averaged over seeds, with
+    a percentile bootstrap interval over test images.
+
+    ``method[s]`` / ``base[s]``: per-image arrays (n_images, k) of seed s, rows in the same
+    image order for every seed and both sides (same test images). One bootstrap draw
+    resamples the image indices with replacement, once for all seeds and both sides, and
+    takes mean_s [stat(method[s][idx]) - stat(base[s][idx])]. Returns ``diff`` (on all
+    images), ``lo`` / ``hi`` (the (1-conf)/2 and (1+conf)/2 quantiles of the draws).
+    """
+    if len(method) != len(base) or not len(method):
+        raise ValueError(f'paired_bootstrap: {len(method)} method seeds vs {len(base)} '
+                         'baseline seeds; they must be the same, non-empty set')
+    m = np.stack([np.asarray(a, np.float64) for a in method])
+    b = np.stack([np.asarray(a, np.float64) for a in base])
+    if m.shape != b.shape:
+        raise ValueError(f'paired_bootstrap: per-image arrays {m.shape} vs {b.shape}: the '
+                         'two sides must be scored on the same test images')
+    n = m.shape[1]
+    if n == 0:
+        raise ValueError('paired_bootstrap: no test image')
+    diff = float(np.mean(statistic(m) - statistic(b)))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot, dtype=np.float64)
+    chunk = 250
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        # (draws, seeds, images, k) -> statistic over images -> (draws, seeds)
+        dm = statistic(m[:, idx].transpose(1, 0, 2, 3))
+        db = statistic(b[:, idx].transpose(1, 0, 2, 3))
+        draws[start:start + len(idx)] = (dm - db).mean(-1)
+    lo, hi = np.quantile(draws, [(1 - conf) / 2, (1 + conf) / 2])
+    return dict(diff=diff, lo=float(lo), hi=float(hi))
+
+
+def paired_t(method: Sequence[float], base: Sequence[float],
+             conf: float = 0.95) -> Dict[str, float]:
+    """Paired difference over seeds (for set-level metrics such as COCO AP that do not
+    split into per-image terms): mean and t-interval of method[s] - base[s]."""
+    d = np.asarray(method, np.float64) - np.asarray(base, np.float64)
+    mean, half = t_interval(d, conf)
+    return dict(diff=mean, lo=mean - half, hi=mean + half)
+
+
+def verdict(lo: float, hi: float) -> str:
+    """'better' if the interval lies above 0, 'worse' if below, else 'no difference'
+    (higher is better)."""
+    if lo > 0:
+        return 'better'
+    if hi < 0:
+        return 'worse'
+    return 'no difference'
+
+
+def converged(curve: Sequence[Sequence[float]], tol: float = 0.01,
+              tail: float = 0.2) -> Optional[bool]:
+    """Did the validation metric settle? ``curve``: (iteration, value) pairs in order.
+
+    The rule: |value at the last validation - value at the validation closest to (at or
+    before) (1 - tail) x the last iteration| < ``tol`` (1 point on a [0, 1] metric over
+    the last 20% of training). None when the curve has fewer than 2 points in that span
+    (nothing to judge).
+    """
+    pts = [(float(i), float(v)) for i, v in curve]
+    if len(pts) < 2:
+        return None
+    last_it, last_v = pts[-1]
+    start = (1 - tail) * last_it
+    before = [p for p in pts if p[0] <= start]
+    if not before:
+        return None
+    return bool(abs(last_v - before[-1][1]) < tol)
+
+
+def best_threshold(thresholds: Sequence[float], f1: Sequence[float]) -> Tuple[float, float]:
+    """The threshold of the highest F1 (ties: the lowest threshold) and that F1."""
+    f = np.asarray(f1, np.float64)
+    i = int(np.flatnonzero(f == f.max())[0])
+    return float(thresholds[i]), float(f[i])
+
+
+def summarise_seeds(values: List[float], conf: float = 0.95) -> Dict[str, float]:
+    """``mean``, ``ci`` (half-width; NaN with one value) and ``n``."""
+    if len(values) >= 2:
+        mean, half = t_interval(values, conf)
+    else:
+        mean, half = (float(values[0]) if values else float('nan')), float('nan')
+    return dict(mean=mean, ci=half, n=len(values))

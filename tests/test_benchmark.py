@@ -1,0 +1,202 @@
+"""tools/analysis_tools/benchmark.py on a toy spec: two runs of a tiny detector (two
+seeds), a calibrated operating point that trains nothing, a row that crashes, resume,
+report determinism, stale results and bad specs."""
+import glob
+import json
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                            'analysis_tools'))
+import benchmark  # noqa: E402
+from projects.common import stats  # noqa: E402
+
+from conftest import TINY_DET, run_folders, run_tool, write_config  # noqa: E402
+
+# TINY_DET with nested SparsifyAnnotations in training and validation (the benchmark sets
+# their fraction and seed), two validations for the convergence rule, score_thr 0 so that
+# the tiny detector's low scores reach the threshold grid.
+TOY = '''
+_base_ = './tiny_det.py'
+sparsify = dict(type='SparsifyAnnotations', mode='nested', fraction=1.0, seed=0)
+train_pipeline = [
+    dict(type='StrictLoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    sparsify,
+    dict(type='PackDetInputs')]
+val_pipeline = [s for t in _base_.test_pipeline
+                for s in ([sparsify, t] if t['type'] == 'PackDetInputs' else [t])]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=val_pipeline))
+model = dict(test_cfg=dict(rpn=dict(max_per_img=20), rcnn=dict(max_per_img=6,
+                                                                score_thr=0.0)))
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=0.05))
+'''
+BROKEN = '''
+_base_ = './toy.py'
+model = dict(type='NoSuchDetector')
+'''
+SPEC = '''
+task = 'det'
+seeds = [0, 1]
+iters = 4
+val_times = 2
+metrics = ['AP', 'F1@0.5', 'F1@calib', 'F1@oracle']
+groups = [dict(dataset='tiny', fractions=[0.5], rows=[
+    dict(name='stock', role='peer', config='{tmp}/toy.py'),
+    dict(name='calibrated', same_as='stock', operating_point='calib', baseline='stock'),
+    dict(name='broken', config='{tmp}/broken.py', baseline='stock'),
+])]
+'''
+
+
+def _setup(tmp_path, data: str) -> str:
+    write_config(tmp_path, TINY_DET, data, 'tiny_det.py')
+    write_config(tmp_path, TOY, data, 'toy.py')
+    write_config(tmp_path, BROKEN, data, 'broken.py')
+    spec = tmp_path / 'toy_spec.py'
+    spec.write_text(SPEC.replace('{tmp}', str(tmp_path)))
+    return str(spec)
+
+
+def _records(path: str) -> list:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
+    spec = _setup(tmp_path, tiny_synthetic)
+    res, work = str(tmp_path / 'results'), str(tmp_path / 'work')
+    args = ['tools/analysis_tools/benchmark.py', spec, '--results-dir', res, '--work-dir', work]
+    proc = run_tool(args + ['--jobs', '2'], check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the broken row failed...
+    assert '4 runs to do, 0 already' in proc.stdout
+    assert proc.stdout.count('FAILED') == 2  # ... and did not stop the others
+    failures = json.load(open(osp.join(work, 'toy_spec', 'failures.json')))['failures']
+    assert sorted(f['key'] for f in failures) == ['tiny/frac50/broken/seed0',
+                                                  'tiny/frac50/broken/seed1']
+    assert all('rows[2] (broken)' in f['where'] and 'exited with' in f['error']
+               for f in failures)
+
+    recs = {r['key']: r for r in _records(osp.join(res, 'runs.jsonl'))}
+    assert sorted(recs) == ['tiny/frac50/stock/seed0', 'tiny/frac50/stock/seed1']
+    for key, rec in recs.items():
+        child = osp.join(work, 'toy_spec', key.replace('/', '__'))
+        # the child trained with the run's seed and fraction in both sparsifiers
+        dumped = Config.fromfile(osp.join(child, 'config.py'))
+        for loader in ('train_dataloader', 'val_dataloader'):
+            sparse = [t for t in dumped[loader].dataset.pipeline
+                      if t['type'] == 'SparsifyAnnotations']
+            assert [(t['fraction'], t['seed']) for t in sparse] == [(0.5, rec['seed'])]
+        assert dumped.randomness.seed == rec['seed']
+        assert [p[0] for p in rec['val_curve']] == [2, 4]
+        assert rec['converged'] == stats.converged(rec['val_curve'])
+        # F1@0.5 and AP agree with CellDetectionMetric run by tools/test.py in the child
+        test_dir = osp.join(child, 'test_test')
+        ts = run_folders(test_dir)[-1]
+        logged = json.load(open(osp.join(test_dir, ts, f'{ts}.json')))
+        assert rec['metrics']['F1@0.5'] == pytest.approx(logged['cell/f1'])
+        assert rec['metrics']['AP'] == pytest.approx(logged['cell/coco_AP'])
+        # per-image counts: one row per test image, pooling them gives the metric
+        assert len(rec['per_image']['counts@0.5']) == len(rec['images']) == 2
+        for op in ('0.5', 'calib', 'oracle'):
+            assert rec['metrics'][f'F1@{op}'] == pytest.approx(
+                stats.pooled_f1(np.array(rec['per_image'][f'counts@{op}'])))
+        assert rec['extra']['thr@calib'] == pytest.approx(0.5 * rec['extra']['c'])
+        # the oracle is the best F1 of the test curve
+        curve = np.array(rec['curve_test']['counts'])
+        assert rec['metrics']['F1@oracle'] == pytest.approx(
+            stats.pooled_f1(curve[:, None, :]).max())
+
+    md = osp.join(res, 'README.md')
+    text = open(md).read()
+    assert '## tiny, 50% of the training labels' in text
+    assert '| `stock` | peer | 2/2 | 4 |' in text
+    assert '`calibrated` − `stock`' in text
+    assert '| `broken` | method | 0/2 | - | - |' in text
+    # in process from here (faster): --resume has nothing to redo; --report twice gives
+    # the same bytes
+    args = args[1:]
+    assert benchmark.main(args + ['--resume', '--only', 'stock']) == dict(done=0, failed=[],
+                                                                          skipped=2)
+    before = (open(md, 'rb').read(), open(osp.join(res, 'results.png'), 'rb').read())
+    benchmark.main(args + ['--report'])
+    benchmark.main(args + ['--report'])
+    assert (open(md, 'rb').read(), open(osp.join(res, 'results.png'), 'rb').read()) == before
+
+    # a changed config makes its results stale: the report names the spec entry
+    with open(tmp_path / 'toy.py', 'a') as f:
+        f.write('optim_wrapper = dict(optimizer=dict(lr=0.01))\n')
+    with pytest.raises(ValueError, match=r'rows\[0\] \(stock\).*another version'):
+        benchmark.main(args + ['--report'])
+    # a corrupt line is an error with its line number
+    with open(osp.join(res, 'runs.jsonl'), 'a') as f:
+        f.write('{not json\n')
+    with pytest.raises(ValueError, match='runs.jsonl: line 3 is not JSON'):
+        benchmark.main(args + ['--report'])
+
+
+def _spec(tmp_path, body: str) -> str:
+    p = tmp_path / 'bad.py'
+    p.write_text(body)
+    return str(p)
+
+
+@pytest.mark.parametrize('body,match', [
+    ("task='det'\ngroups=[dict(dataset='d', rows=[dict(name='a', role='peer', "
+     "config='configs/nope.py', iters=4)])]", r"rows\[0\] \(a\): config configs/nope.py not"),
+    ("task='det'\nmetrics=['Dice']\ngroups=[]", "'Dice' is not produced by the det"),
+    ("task='det'\nseeds=[0]\ngroups=[dict(dataset='d', rows=[dict(name='a', role='peer', "
+     "config='configs/benchmarks/det_sparse.py', iters=4)])]", 'at least 2 distinct seeds'),
+    ("task='det'\ngroups=[dict(dataset='d', rows=[dict(name='a', role='method', "
+     "config='configs/benchmarks/det_sparse.py', iters=4, baseline='zz')])]",
+     "'zz' is not another row"),
+])
+def test_bad_specs_name_the_entry(tmp_path, body, match):
+    with pytest.raises(benchmark.SpecError, match=match):
+        benchmark.load_spec(_spec(tmp_path, body))
+
+
+def test_published_specs_load():
+    for path in sorted(glob.glob(osp.join(benchmark.REPO, 'configs', 'benchmarks', '*.py'))):
+        spec = benchmark.load_spec(path)
+        assert all(len(r['seeds']) >= 3 for g in spec['groups'] for r in g['rows']), path
+
+
+def test_seg_evaluator_by_hand(tmp_path):
+    """evaluate_seg on predictions written by hand in tools/test.py's dump format."""
+    import pickle
+
+    import torch
+    gt = torch.zeros((3, 1, 8, 8), dtype=torch.long)
+    pred = torch.zeros_like(gt)
+    gt[0, 0, :4, :4] = 1  # image 1: a 4x4 nucleus found exactly
+    pred[0, 0, :4, :4] = 1
+    gt[1, 0, :4, :4] = 1  # image 2: half of it found (8 of 16 px): IoU 0.5
+    pred[1, 0, :4, :2] = 1
+    # image 3: no object at all (weight 0 in every object mean)
+    raw = [dict(img_path=f'im{i}.png', gt_sem_seg=dict(data=gt[i]),
+                pred_sem_seg=dict(data=pred[i])) for i in range(3)]
+    path = tmp_path / 'preds.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump(raw, f)
+    cfg = Config(dict(test_evaluator=dict(type='NucleiMetric', min_size=0)))
+    out = benchmark.evaluate_seg(cfg, None, str(path))
+    # Dice_obj: image 1 -> 1, image 2 -> 2*8 / (16 + 8) = 2/3 ; mean over images 1-2 = 5/6
+    # AJI: 16/16 and 8/16 -> 0.75 ; PQ: image 2's IoU 0.5 is not a match (> 0.5 needed):
+    # TP 0, FP 1, FN 1 -> PQ 0 ; mean (1 + 0) / 2 = 0.5
+    assert out['metrics']['Dice_obj'] == pytest.approx(5 / 6)
+    assert out['metrics']['AJI'] == pytest.approx(0.75)
+    assert out['metrics']['PQ'] == pytest.approx(0.5)
+    assert [w for _, w in out['per_image']['PQ']] == [1.0, 1.0, 0.0]
+    assert out['images'] == ['im0.png', 'im1.png', 'im2.png']
+    # the per-image terms reproduce the set-level values (what the paired test resamples)
+    for key in ('Dice_obj', 'AJI', 'PQ'):
+        assert stats.masked_mean(np.array(out['per_image'][key])) == pytest.approx(
+            out['metrics'][key])

@@ -1,0 +1,88 @@
+"""projects/common/stats.py: the benchmark's statistics, on hand-worked cases."""
+import numpy as np
+import pytest
+
+from projects.common import stats
+
+
+def test_t_interval_by_hand():
+    # [1, 2, 3]: mean 2, s = 1; t_{0.975, 2} = 4.302653 -> half = 4.302653 / sqrt(3) = 2.484138
+    mean, half = stats.t_interval([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(2.484138, abs=1e-6)
+
+
+def test_t_interval_needs_two_values():
+    with pytest.raises(ValueError, match='at least 2 values'):
+        stats.t_interval([0.5])
+
+
+def test_pooled_f1_sums_counts_before_the_ratio():
+    # image 1: tp 2, fp 1, fn 0; image 2: tp 1, fp 0, fn 1 -> tp 3, fp 1, fn 1
+    # F1 = 6 / (6 + 1 + 1) = 0.75 (the mean of per-image F1s would be (0.8 + 0.6667) / 2)
+    assert stats.pooled_f1(np.array([[2, 1, 0], [1, 0, 1]])) == pytest.approx(0.75)
+    assert stats.pooled_f1(np.zeros((2, 3))) == 1.0  # neither GT nor prediction
+
+
+def test_masked_mean_skips_images_without_objects():
+    # (0.5 + 0.7) / 2: the middle image has weight 0
+    assert stats.masked_mean(np.array([[0.5, 1], [0.9, 0], [0.7, 1]])) == pytest.approx(0.6)
+
+
+def test_paired_bootstrap_constant_difference_has_a_zero_width_interval():
+    base = [np.array([[0.2, 1], [0.5, 1], [0.7, 1]]), np.array([[0.1, 1], [0.4, 1], [0.9, 1]])]
+    method = [b + np.array([0.1, 0]) for b in base]  # every image +0.1, both seeds
+    d = stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=500)
+    assert (d['diff'], d['lo'], d['hi']) == pytest.approx((0.1, 0.1, 0.1))
+    assert stats.verdict(d['lo'], d['hi']) == 'better'
+
+
+def test_paired_bootstrap_two_images_by_hand():
+    # per-image differences 0 and 1: a draw of 2 images gives 0 (p 1/4), 0.5 (p 1/2) or
+    # 1 (p 1/4), so the 2.5% / 97.5% quantiles are 0 and 1 and the full-sample diff is 0.5
+    base = [np.array([[0.0, 1], [0.0, 1]])]
+    method = [np.array([[0.0, 1], [1.0, 1]])]
+    d = stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=4000, seed=3)
+    assert d['diff'] == pytest.approx(0.5)
+    assert (d['lo'], d['hi']) == (0.0, 1.0)
+    assert stats.verdict(d['lo'], d['hi']) == 'no difference'
+    # deterministic for a given seed (reports must rebuild byte for byte)
+    assert d == stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=4000, seed=3)
+
+
+def test_paired_bootstrap_pooled_f1_resamples_whole_images():
+    # one image where the method finds 1 more cell (tp 2 / fn 0 vs tp 1 / fn 1), one equal:
+    # method F1 = 2*3 / (6 + 0 + 0) = 1.0 vs base 2*2 / (4 + 0 + 1) = 0.8 on all images
+    method = [np.array([[2, 0, 0], [1, 0, 0]])]
+    base = [np.array([[1, 0, 1], [1, 0, 0]])]
+    d = stats.paired_bootstrap(method, base, stats.pooled_f1, n_boot=1000)
+    assert d['diff'] == pytest.approx(0.2)
+    # draws: both copies of image 2 -> 0; both of image 1 -> 1 - 2/3 = 1/3 ; one each -> 0.2
+    assert d['lo'] == pytest.approx(0.0) and d['hi'] == pytest.approx(1 / 3)
+
+
+def test_paired_bootstrap_rejects_other_images():
+    with pytest.raises(ValueError, match='same test images'):
+        stats.paired_bootstrap([np.zeros((3, 2))], [np.zeros((4, 2))], stats.masked_mean)
+
+
+def test_paired_t_over_seeds():
+    # differences 0.1, 0.2, 0.3: mean 0.2, s 0.1, half 4.302653 * 0.1 / sqrt(3) = 0.248414
+    d = stats.paired_t([0.5, 0.7, 0.9], [0.4, 0.5, 0.6])
+    assert d['diff'] == pytest.approx(0.2)
+    assert (d['lo'], d['hi']) == pytest.approx((0.2 - 0.248414, 0.2 + 0.248414), abs=1e-6)
+    assert stats.verdict(d['lo'], d['hi']) == 'no difference'
+    assert stats.verdict(-0.3, -0.1) == 'worse'
+
+
+def test_converged_compares_the_last_fifth():
+    curve = [(100, 0.3), (400, 0.5), (800, 0.600), (900, 0.7), (1000, 0.605)]
+    # start of the last 20%: 800 -> |0.605 - 0.600| = 0.005 < 0.01
+    assert stats.converged(curve) is True
+    curve[-1] = (1000, 0.62)  # 0.02 >= 0.01
+    assert stats.converged(curve) is False
+    assert stats.converged([(1000, 0.5)]) is None  # one point: nothing to judge
+
+
+def test_best_threshold_takes_the_lowest_of_ties():
+    assert stats.best_threshold([0.1, 0.2, 0.3], [0.5, 0.7, 0.7]) == (0.2, 0.7)

@@ -1,0 +1,815 @@
+"""The benchmark: does each method beat the model zoo on the same incomplete labels?
+
+    python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py \\
+        [--work-dir work_dirs/benchmarks] [--jobs 2] [--resume] [--only NAME ...]
+    python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py --report
+
+A SPEC (an mmengine config under ``configs/benchmarks/``) lists runs in ``groups``: each
+group is a data set with its label fractions and its rows (name, config, role ``peer`` or
+``method``, the ``baseline`` row(s) a method is compared with). Every row is trained for
+every fraction and seed of its group by ``tools/train.py`` in a child process (the budget
+``iters`` with the schedule rescaled, ``SparsifyAnnotations`` of the training and
+validation pipelines set to the fraction and seed, the test pipeline complete), validated
+ten times on the (incomplete) validation labels for the convergence rule, then tested by
+``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (``det`` or
+``seg``, below). Each finished run appends one JSON line to
+``docs/benchmarks/<spec>/runs.jsonl``: run key, config path and the SHA-256 of the
+resolved config, every metric, the per-image terms of the paired test, the validation
+curve, iterations, wall time and whether it converged. ``--resume`` skips runs whose line
+has the same config hash; a crashed run is reported (``work_dir/failures.json``) and the
+others go on.
+
+``--report`` reads ``runs.jsonl`` alone and writes ``docs/benchmarks/<spec>/README.md``
+(tables) and ``results.png``; twice gives byte-identical files. Statistics
+(``projects/common/stats.py``): mean +- 95% t-interval over seeds; for a method row, the
+paired difference to each baseline (same seed, fraction and test images) with a 95%
+bootstrap interval over test images (2000 draws, seed 0; set-level metrics such as COCO AP
+that do not split into per-image terms use the paired t-interval over seeds instead) and a
+verdict: better / worse / no difference at 95%; ``converged``: the validation metric moved
+by less than 1 point over the last 20% of the iterations.
+
+Evaluators:
+
+* ``det``: COCO ``AP`` / ``AP50`` (pycocotools, through ``CellDetectionMetric``);
+  point-matching F1 at score 0.5 (``F1@0.5``, the papers' operating point), at the
+  threshold that maximises F1 on the incomplete validation labels (``F1@val``, what a user
+  can do), at 0.5 c with c the mean score of the annotated validation cells (``F1@calib``,
+  Elkan & Noto 2008) and at the best threshold on the test labels (``F1@oracle``, an
+  oracle: ranking quality, not a deployable setting). Thresholds: 0.01..0.99 in steps of
+  0.01 (c is exact).
+* ``seg``: ``Dice_obj``, ``AJI``, ``PQ`` / ``SQ`` / ``DQ`` of ``NucleiMetric`` (mean over
+  the test images with objects) and ``pixel_F1``.
+
+A row may reuse another row's runs at another operating point (``same_as='ce',
+operating_point='calib'``: its ``F1@0.5`` is the source's ``F1@calib``; the calibrated-CE
+baseline costs no training).
+"""
+import argparse
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, REPO)
+
+from projects.common import stats  # noqa: E402
+from projects.common.child_runs import (TEST_PY, frac_tag, newest_scalars, pipelines,  # noqa
+                                         run_child, scalar_records, sparsifiers, tail)
+from projects.common.io import atomic_write, write_json  # noqa: E402
+
+ROLES = ('peer', 'method')
+THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 100))
+N_BOOT = 2000
+
+# evaluator -> metric -> (how the paired test is taken, the per-image key)
+EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
+    det={
+        'AP': ('seeds', None),
+        'AP50': ('seeds', None),
+        'F1@0.5': ('pooled_f1', 'counts@0.5'),
+        'F1@val': ('pooled_f1', 'counts@val'),
+        'F1@calib': ('pooled_f1', 'counts@calib'),
+        'F1@oracle': ('pooled_f1', 'counts@oracle'),
+    },
+    seg={
+        'Dice_obj': ('masked_mean', 'Dice_obj'),
+        'AJI': ('masked_mean', 'AJI'),
+        'PQ': ('masked_mean', 'PQ'),
+        'SQ': ('masked_mean', 'SQ'),
+        'DQ': ('masked_mean', 'DQ'),
+        'pixel_F1': ('seeds', None),
+    })
+# the validation scalar the convergence rule reads, per evaluator (spec may override)
+CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj')
+# what an operating_point row takes from its source: metric -> source metric
+OPERATING_POINTS = dict(calib={'F1@0.5': 'F1@calib'}, val={'F1@0.5': 'F1@val'})
+
+
+# --------------------------------------------------------------------------- the spec
+class SpecError(ValueError):
+    """A problem of the spec file, naming the entry."""
+
+
+def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
+    """The spec as plain dicts, checked; errors name the spec entry. With ``only`` (row
+    names), the config files of the other rows need not exist yet."""
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: benchmark spec not found')
+    raw = Config.fromfile(path).to_dict()
+    name = osp.splitext(osp.basename(path))[0]
+    task = raw.get('task')
+    if task not in EVALUATORS:
+        raise SpecError(f'{path}: task must be one of {sorted(EVALUATORS)}, got {task!r}')
+    metrics = list(raw.get('metrics') or EVALUATORS[task])
+    for m in metrics:
+        if m not in EVALUATORS[task]:
+            raise SpecError(f'{path}: metrics: {m!r} is not produced by the {task} evaluator '
+                            f'(it gives {list(EVALUATORS[task])})')
+    spec = dict(name=name, path=path, task=task, metrics=metrics,
+                seeds=list(raw.get('seeds', [0, 1, 2])), iters=raw.get('iters'),
+                val_times=int(raw.get('val_times', 10)),
+                converge_metric=raw.get('converge_metric', CONVERGE_METRIC[task]),
+                plot_metric=raw.get('plot_metric', metrics[0]),
+                data=raw.get('data', {}), title=raw.get('title', name),
+                notes=raw.get('notes', ''), groups=[])
+    if spec['plot_metric'] not in metrics:
+        raise SpecError(f'{path}: plot_metric {spec["plot_metric"]!r} is not in metrics')
+    groups = raw.get('groups')
+    if not groups:
+        raise SpecError(f'{path}: no groups')
+    seen_groups = set()
+    for gi, g in enumerate(groups):
+        where = f'{path}: groups[{gi}]'
+        ds = g.get('dataset')
+        if not ds:
+            raise SpecError(f'{where}: no dataset name')
+        fractions = [float(f) for f in g.get('fractions', [1.0])]
+        for f in fractions:
+            if not 0 < f <= 1:
+                raise SpecError(f'{where} ({ds}): fraction {f} outside (0, 1]')
+        if (ds, tuple(fractions)) in seen_groups:
+            raise SpecError(f'{where}: data set {ds!r} with fractions {fractions} twice')
+        seen_groups.add((ds, tuple(fractions)))
+        group = dict(dataset=ds, fractions=fractions, cfg_options=g.get('cfg_options', {}),
+                     rows=[])
+        names = set()
+        for ri, r in enumerate(g.get('rows') or []):
+            rname = r.get('name')
+            rwhere = f'{where} ({ds}).rows[{ri}] ({rname})'
+            if not rname or rname in names:
+                raise SpecError(f'{rwhere}: a row needs a name, unique in its group')
+            names.add(rname)
+            role = r.get('role', 'method')
+            if role not in ROLES:
+                raise SpecError(f'{rwhere}: role must be one of {ROLES}, got {role!r}')
+            seeds = list(r.get('seeds', spec['seeds']))
+            if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+                raise SpecError(f'{rwhere}: needs at least 2 distinct seeds for a confidence '
+                                f'interval, got {seeds}')
+            baselines = r.get('baseline') or []
+            baselines = [baselines] if isinstance(baselines, str) else list(baselines)
+            if role == 'method' and not baselines:
+                raise SpecError(f'{rwhere}: a method row names its baseline row(s)')
+            row_fracs = [float(f) for f in r.get('fractions', fractions)]
+            if not set(row_fracs) <= set(fractions):
+                raise SpecError(f'{rwhere}: fractions {row_fracs} not all among the '
+                                f"group's {fractions}")
+            row = dict(name=rname, role=role, baselines=baselines, seeds=seeds,
+                       fractions=row_fracs,
+                       config=r.get('config'), same_as=r.get('same_as'),
+                       operating_point=r.get('operating_point'),
+                       cfg_options=r.get('cfg_options', {}), iters=r.get('iters', spec['iters']),
+                       label=r.get('label', rname), where=rwhere)
+            if row['same_as']:
+                if row['operating_point'] not in OPERATING_POINTS:
+                    raise SpecError(f'{rwhere}: same_as needs operating_point in '
+                                    f'{sorted(OPERATING_POINTS)}')
+                if task != 'det':
+                    raise SpecError(f'{rwhere}: operating points exist for detection only')
+            else:
+                if not row['config']:
+                    raise SpecError(f'{rwhere}: no config')
+                if not osp.isfile(osp.join(REPO, row['config'])) and \
+                        (not only or rname in only):
+                    raise SpecError(f'{rwhere}: config {row["config"]} not found')
+                if not row['iters']:
+                    raise SpecError(f'{rwhere}: no iteration budget (spec or row "iters")')
+            group['rows'].append(row)
+        by_name = {r['name']: r for r in group['rows']}
+        for row in group['rows']:
+            for b in row['baselines'] + ([row['same_as']] if row['same_as'] else []):
+                if b not in by_name or b == row['name']:
+                    raise SpecError(f'{row["where"]}: {b!r} is not another row of the group '
+                                    f'(rows: {sorted(by_name)})')
+            if row['same_as']:
+                src = by_name[row['same_as']]
+                if src['same_as']:
+                    raise SpecError(f'{row["where"]}: same_as {src["name"]!r}, itself a '
+                                    'same_as row')
+                row['seeds'] = src['seeds']
+                row['fractions'] = [f for f in row['fractions'] if f in src['fractions']]
+            for b in row['baselines']:
+                missing = set(row['fractions']) - set(by_name[b]['fractions'])
+                if missing:
+                    raise SpecError(f'{row["where"]}: baseline {b!r} has no runs at '
+                                    f'fractions {sorted(missing)}')
+        spec['groups'].append(group)
+    return spec
+
+
+def run_key(dataset: str, fraction: float, name: str, seed: int) -> str:
+    return f'{dataset}/frac{frac_tag(fraction)}/{name}/seed{seed}'
+
+
+# --------------------------------------------------------------------------- configs
+def _rescale_schedule(cfg, iters: int, source: str) -> None:
+    """Iteration budget ``iters``: train_cfg.max_iters and every scheduler's begin / end /
+    milestones (and warm-up) rescaled by iters / the config's max_iters."""
+    tc = cfg.get('train_cfg') or {}
+    if tc.get('type', 'IterBasedTrainLoop') not in ('IterBasedTrainLoop', ) \
+            and 'max_iters' not in tc:
+        raise ValueError(f'{source}: the benchmark sets an iteration budget; the config '
+                         f'trains by {tc.get("type")} without max_iters')
+    old = int(tc.get('max_iters') or 0)
+    if old <= 0:
+        raise ValueError(f'{source}: train_cfg.max_iters missing')
+    scale = iters / old
+    cfg.train_cfg.max_iters = int(iters)
+    scheds = cfg.get('param_scheduler') or []
+    for s in (scheds if isinstance(scheds, list) else [scheds]):
+        if s.get('by_epoch', True) and s.get('convert_to_iter_based') is not True \
+                and 'by_epoch' in s and s['by_epoch']:
+            raise ValueError(f'{source}: scheduler {s.get("type")} is epoch-based')
+        for k in ('begin', 'end', 'T_max', 'total_iters'):
+            if isinstance(s.get(k), (int, float)) and s[k] < 10 ** 8:
+                s[k] = int(round(s[k] * scale))
+        if 'milestones' in s:
+            s['milestones'] = [int(round(m * scale)) for m in s['milestones']]
+
+
+def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: int):
+    """The resolved config of one run (work_dir not set) and the SHA-256 of its content."""
+    from projects.common.runner_utils import load_config
+    opts = {**group['cfg_options'], **row['cfg_options']}
+    src = f'{row["where"]}: {row["config"]}'
+    cfg = copy.deepcopy(load_config(osp.join(REPO, row['config']), opts or None))
+    cfg.pop('work_dir', None)
+    cfg.pop('launcher', None)
+    iters = int(row['iters'])
+    _rescale_schedule(cfg, iters, src)
+    val_every = max(1, iters // spec['val_times'])
+    cfg.train_cfg.val_interval = val_every
+    cfg.train_cfg.val_begin = val_every
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    hooks = cfg.setdefault('default_hooks', {})
+    hooks['checkpoint'] = dict(type='CheckpointHook', interval=iters, by_epoch=False,
+                               max_keep_ckpts=1, save_last=True)
+    n = 0
+    for loader in ('train_dataloader', 'val_dataloader'):
+        for pipe in pipelines(cfg, loader):
+            for t in sparsifiers(pipe):
+                if t.get('mode', 'nested') != 'nested':
+                    raise ValueError(f'{src}: SparsifyAnnotations mode {t["mode"]!r}; the '
+                                     "benchmark varies fraction and seed of mode='nested'")
+                t['fraction'] = float(fraction)
+                t['seed'] = int(seed)
+                n += loader == 'train_dataloader'
+    if n == 0 and fraction != 1.0:
+        raise ValueError(f'{src}: no SparsifyAnnotations in the training pipeline, so the '
+                         f'fraction {fraction} cannot be applied')
+    for pipe in pipelines(cfg, 'test_dataloader'):
+        if sparsifiers(pipe):
+            raise ValueError(f'{src}: the test pipeline sparsifies its labels; the '
+                             'benchmark scores on complete labels')
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return cfg, hashlib.sha256(text.encode()).hexdigest()
+
+
+def expected_runs(spec: dict, only: Optional[Sequence[str]] = None) -> List[dict]:
+    """Every (group, row, fraction, seed) that trains (same_as rows train nothing)."""
+    runs = []
+    for group in spec['groups']:
+        wanted = None
+        if only:
+            by_name = {r['name']: r for r in group['rows']}
+            wanted = set(only) | {by_name[n]['same_as'] for n in only
+                                  if n in by_name and by_name[n]['same_as']}
+        for row in group['rows']:
+            if row['same_as'] or (wanted is not None and row['name'] not in wanted):
+                continue
+            for f in row['fractions']:
+                for s in row['seeds']:
+                    runs.append(dict(group=group, row=row, fraction=f, seed=s,
+                                     key=run_key(group['dataset'], f, row['name'], s)))
+    return runs
+
+
+# --------------------------------------------------------------------------- results file
+def results_dir(spec: dict) -> str:
+    """``docs/benchmarks/<spec>/`` (or the spec's ``results_dir``, set by --results-dir)."""
+    return spec.get('results_dir') or osp.join(REPO, 'docs', 'benchmarks', spec['name'])
+
+
+def read_runs(path: str) -> Dict[str, dict]:
+    """The records of ``runs.jsonl`` by run key (a later line replaces an earlier one);
+    a line that is not a JSON object with a ``key`` is an error with its line number."""
+    out: Dict[str, dict] = {}
+    if not osp.isfile(path):
+        return out
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f'{path}: line {i} is not JSON ({err})') from err
+            if not isinstance(rec, dict) or 'key' not in rec or 'config_sha256' not in rec:
+                raise ValueError(f'{path}: line {i} is not a run record (no "key" / '
+                                 '"config_sha256")')
+            out[rec['key']] = rec
+    return out
+
+
+_LOCK = threading.Lock()
+
+
+def append_run(path: str, record: dict) -> None:
+    """Add ``record``, replacing any earlier line of the same key (atomic rewrite)."""
+    with _LOCK:
+        keep = []
+        if osp.isfile(path):
+            read_runs(path)  # a corrupt file is an error, never silently rewritten
+            with open(path) as f:
+                keep = [ln for ln in f if ln.strip()
+                        and json.loads(ln)['key'] != record['key']]
+        line = json.dumps(record, sort_keys=True, separators=(',', ':')) + '\n'
+
+        def write(tmp: str) -> None:
+            with open(tmp, 'w') as f:
+                f.writelines(keep + [line])
+
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        atomic_write(path, write)
+
+
+# --------------------------------------------------------------------------- evaluation
+def _load_pkl(path: str) -> list:
+    import pickle
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: predictions not found')
+    with open(path, 'rb') as f:
+        raw = pickle.load(f)
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f'{path}: expected a non-empty list of per-image results')
+    return raw
+
+
+def _build_metric(cfg_dict: dict, scope: str, **override):
+    import importlib
+    from mmengine.registry import DefaultScope
+    importlib.import_module('projects.common')
+    metrics = importlib.import_module(f'{scope}.registry').METRICS
+    cfg = dict(cfg_dict)
+    cfg.update(override)
+    with DefaultScope.overwrite_default_scope(scope):
+        return metrics.build(cfg)
+
+
+def _evaluator_cfg(cfg, key: str, wanted: str) -> dict:
+    ev = cfg.get(key)
+    evs = ev if isinstance(ev, list) else [ev]
+    for e in evs:
+        if e and str(e.get('type', '')).split('.')[-1] == wanted:
+            return dict(e)
+    raise ValueError(f'{key} has no {wanted} (the benchmark scores with it)')
+
+
+def _image_names(raw: list) -> List[str]:
+    return [osp.basename(str(r.get('img_path', i))) for i, r in enumerate(raw)]
+
+
+def evaluate_det(cfg, val_pkl: str, test_pkl: str) -> dict:
+    """Metrics and per-image counts of a detection run (see the module docstring)."""
+    from projects.common.calibration import labelling_frequency
+    from projects.common.metrics import _sample_name
+    ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'CellDetectionMetric')
+    base = dict(classwise=False, exclusive_recall=False)
+    per = {}
+    counts_on = {}
+    for split, pkl in (('val', val_pkl), ('test', test_pkl)):
+        raw = _load_pkl(pkl)
+        metric = _build_metric(ev_cfg, 'mmdet', coco_ap=False, **base)
+        read = [(metric._read_gt(s, _sample_name(s, i)), metric._read_pred(s, _sample_name(s, i)))
+                for i, s in enumerate(raw)]
+
+        def counts(thr: float, read=read, metric=metric) -> np.ndarray:
+            metric.score_thr = float(thr)
+            return np.array([metric._image_result(g, p, 'image')['points'] for g, p in read],
+                            dtype=np.int64).reshape(-1, 3)
+
+        grid = np.stack([counts(t) for t in THRESHOLDS])  # (T, images, 3)
+        per[split] = dict(raw=raw, read=read, counts=counts, grid=grid)
+        counts_on[split] = counts
+    f1_val = stats.pooled_f1(per['val']['grid'])
+    f1_test = stats.pooled_f1(per['test']['grid'])
+    thr_val, _ = stats.best_threshold(THRESHOLDS, f1_val)
+    thr_oracle, _ = stats.best_threshold(THRESHOLDS, f1_test)
+    images = [dict(gt=g['points'], pred=(p['boxes'][:, :2] + p['boxes'][:, 2:]) / 2,
+                   scores=p['scores']) for g, p in per['val']['read']]
+    c = labelling_frequency(images, float(ev_cfg.get('radius', 12.0)))
+    thr_calib = 0.5 * c
+    ops = {'0.5': 0.5, 'val': thr_val, 'calib': thr_calib, 'oracle': thr_oracle}
+    per_image = {f'counts@{k}': counts_on['test'](t).tolist() for k, t in ops.items()}
+    metrics = {f'F1@{k}': float(stats.pooled_f1(np.array(per_image[f'counts@{k}'])))
+               for k in ops}
+    full = _build_metric(ev_cfg, 'mmdet', coco_ap=True, **base)
+    full.process(None, per['test']['raw'])
+    coco = full.compute_metrics(full.results)
+    metrics.update(AP=float(coco['coco_AP']), AP50=float(coco['coco_AP50']))
+    extra = {f'thr@{k}': float(t) for k, t in ops.items()}
+    extra['c'] = float(c)
+    totals = per['test']['grid'].sum(1)  # (T, 3) pooled tp, fp, fn on the test set
+    return dict(metrics=metrics, extra=extra, per_image=per_image,
+                images=_image_names(per['test']['raw']),
+                curve_test=dict(thresholds=list(THRESHOLDS), counts=totals.tolist()))
+
+
+def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+    """Metrics and per-image object scores of a segmentation run."""
+    ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'NucleiMetric')
+    raw = _load_pkl(test_pkl)
+    metric = _build_metric(ev_cfg, 'mmseg')
+    metric.process(None, raw)
+    agg = metric.compute_metrics(metric.results)
+    per_image = {}
+    for key, src in (('Dice_obj', 'dice_obj'), ('AJI', 'aji'), ('PQ', 'pq'), ('SQ', 'sq'),
+                     ('DQ', 'dq')):
+        per_image[key] = [[float(r[src]), float(bool(r['has_objects']))]
+                          for r in metric.results]
+    metrics = dict(Dice_obj=agg['dice_obj'], AJI=agg['aji'], PQ=agg['pq'], SQ=agg['sq'],
+                   DQ=agg['dq'], pixel_F1=agg['pixel_f1'])
+    return dict(metrics={k: float(v) for k, v in metrics.items()}, extra={},
+                per_image=per_image, images=_image_names(raw))
+
+
+EVALUATE = dict(det=evaluate_det, seg=evaluate_seg)
+
+
+# --------------------------------------------------------------------------- running
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'projects', 'configs',
+                                'tools'], cwd=REPO, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return rev + ('+dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown'
+
+
+def _val_curve(scalars: str, metric: str) -> List[List[float]]:
+    curve = []
+    for rec in scalar_records(scalars):
+        if 'iter' not in rec and metric in rec:
+            curve.append([int(rec['step']), float(rec[metric])])
+    if not curve:
+        raise ValueError(f'{scalars}: no validation record with {metric!r} (the convergence '
+                         'rule reads it; set converge_metric in the spec)')
+    return curve
+
+
+def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
+    """Train, test and score one run (``run['cfg']`` / ``run['sha']`` from
+    :func:`prepare_config`: mmengine's config loading is not thread-safe); returns its
+    record."""
+    t0 = time.time()
+    cfg, sha = copy.deepcopy(run['cfg']), run['sha']  # prepared in the main thread
+    child = osp.join(work_dir, spec['name'], run['key'].replace('/', '__'))
+    os.makedirs(child, exist_ok=True)
+    cfg.work_dir = child
+    cfg_path = osp.join(child, 'config.py')
+    atomic_write(cfg_path, cfg.dump)
+    env = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+    run_child(cfg_path, child, env=env)
+    scalars = newest_scalars(child)
+    ckpt = osp.join(child, f'iter_{int(run["row"]["iters"])}.pth')
+    if not osp.isfile(ckpt):
+        raise FileNotFoundError(f'{ckpt}: the final checkpoint is missing')
+    preds = {}
+    for split in (('val', 'test') if spec['task'] == 'det' else ('test', )):
+        test_cfg = copy.deepcopy(cfg)
+        if split == 'val':
+            test_cfg.test_dataloader = test_cfg.val_dataloader
+            test_cfg.test_evaluator = test_cfg.val_evaluator
+        split_dir = osp.join(child, f'test_{split}')
+        os.makedirs(split_dir, exist_ok=True)
+        test_cfg.work_dir = split_dir
+        path = osp.join(split_dir, f'{split}.py')
+        atomic_write(path, test_cfg.dump)
+        preds[split] = osp.join(split_dir, f'{split}_preds.pkl')
+        run_child(path, split_dir, train_py=TEST_PY, env=env, extra=[ckpt, '--out', preds[split]])
+    result = EVALUATE[spec['task']](cfg, preds.get('val'), preds['test'])
+    curve = _val_curve(scalars, spec['converge_metric'])
+    return dict(key=run['key'], spec=spec['name'], dataset=run['group']['dataset'],
+                fraction=run['fraction'], row=run['row']['name'], seed=run['seed'],
+                config=run['row']['config'], config_sha256=sha, iters=int(run['row']['iters']),
+                wall_s=round(time.time() - t0, 1), threads=threads, code=_git_rev(),
+                val_curve=curve, converge_metric=spec['converge_metric'],
+                converged=stats.converged(curve), status='ok', **result)
+
+
+def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
+                  only: Optional[Sequence[str]], threads: int = 1) -> dict:
+    out = osp.join(results_dir(spec), 'runs.jsonl')
+    done = read_runs(out)
+    todo, skipped = [], 0
+    for run in expected_runs(spec, only):
+        cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
+        run.update(cfg=cfg, sha=sha)
+        rec = done.get(run['key'])
+        if resume and rec is not None and rec['config_sha256'] == sha:
+            skipped += 1
+            continue
+        todo.append(run)
+    print(f'[benchmark] {spec["name"]}: {len(todo)} runs to do, {skipped} already in {out}; '
+          f'{jobs} at a time, {threads} thread(s) each', flush=True)
+    failures = []
+
+    def one(run: dict) -> Tuple[dict, Optional[dict]]:
+        try:
+            rec = execute(spec, run, work_dir, threads)
+            append_run(out, rec)
+            return run, rec
+        except Exception as err:  # noqa: BLE001  (isolate a crashed run, report it)
+            return run, dict(error=f'{type(err).__name__}: {err}',
+                             traceback=traceback.format_exc()[-4000:])
+
+    n = 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for fut in as_completed([pool.submit(one, r) for r in todo]):
+            run, rec = fut.result()
+            n += 1
+            if 'error' in rec:
+                failures.append(dict(key=run['key'], where=run['row']['where'], **rec))
+                print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: FAILED {rec["error"]}',
+                      flush=True)
+                write_json(osp.join(work_dir, spec['name'], 'failures.json'),
+                           dict(failures=failures))
+            else:
+                shown = ', '.join(f'{m} {rec["metrics"][m]:.4f}' for m in spec['metrics'][:4])
+                print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: {shown} '
+                      f'(converged: {rec["converged"]}, {rec["wall_s"]:.0f} s)', flush=True)
+    if failures:
+        print(f'[benchmark] {len(failures)} run(s) failed; see '
+              f'{osp.join(work_dir, spec["name"], "failures.json")}', flush=True)
+    return dict(done=n - len(failures), failed=failures, skipped=skipped)
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(x: float, digits: int = 3) -> str:
+    return 'nan' if x != x else f'{x:.{digits}f}'
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return f'{x:+.{digits}f}'
+
+
+def collect(spec: dict, records: Dict[str, dict]) -> List[dict]:
+    """Per group and fraction, per row: the records of its seeds (checked against the
+    spec's current configs: a stale hash is an error naming the spec entry)."""
+    tables = []
+    for group in spec['groups']:
+        for f in group['fractions']:
+            rows = []
+            for row in group['rows']:
+                if f not in row['fractions']:
+                    continue
+                src = row if not row['same_as'] else \
+                    next(r for r in group['rows'] if r['name'] == row['same_as'])
+                found = {}
+                for s in src['seeds']:
+                    key = run_key(group['dataset'], f, src['name'], s)
+                    rec = records.get(key)
+                    if rec is None:
+                        continue
+                    _, sha = prepare_config(spec, group, src, f, s)
+                    if rec['config_sha256'] != sha:
+                        raise ValueError(
+                            f'{src["where"]}: the result {key} in runs.jsonl was made from '
+                            f'another version of {src["config"]} (config hash '
+                            f'{rec["config_sha256"][:12]} != {sha[:12]}); rerun it with '
+                            f'--resume (or --only {src["name"]})')
+                    found[s] = _as_row_record(rec, row)
+                rows.append(dict(row=row, seeds=found))
+            tables.append(dict(group=group, fraction=f, rows=rows))
+    return tables
+
+
+def _as_row_record(rec: dict, row: dict) -> dict:
+    """The record seen through a row's operating point (same_as rows)."""
+    if not row['operating_point']:
+        return rec
+    rec = copy.deepcopy(rec)
+    for dst, src in OPERATING_POINTS[row['operating_point']].items():
+        rec['metrics'][dst] = rec['metrics'][src]
+        pd_dst, pd_src = EVALUATORS['det'][dst][1], EVALUATORS['det'][src][1]
+        rec['per_image'][pd_dst] = rec['per_image'][pd_src]
+    return rec
+
+
+def paired(spec: dict, method: dict, base: dict, metric: str) -> Optional[Dict[str, float]]:
+    """Paired difference of ``metric`` (method - base) over their common seeds."""
+    seeds = sorted(set(method['seeds']) & set(base['seeds']))
+    if len(seeds) < 2:
+        return None
+    how, key = EVALUATORS[spec['task']][metric]
+    if how == 'seeds':
+        return stats.paired_t([method['seeds'][s]['metrics'][metric] for s in seeds],
+                              [base['seeds'][s]['metrics'][metric] for s in seeds])
+    for s in seeds:
+        if method['seeds'][s]['images'] != base['seeds'][s]['images']:
+            raise ValueError(f'{method["row"]["where"]}: seed {s} was tested on other images '
+                             f'than its baseline {base["row"]["name"]}; no paired test')
+    return stats.paired_bootstrap([method['seeds'][s]['per_image'][key] for s in seeds],
+                                  [base['seeds'][s]['per_image'][key] for s in seeds],
+                                  stats.STATISTICS[how], n_boot=N_BOOT, seed=0)
+
+
+def render_report(spec: dict, tables: List[dict]) -> str:
+    metrics = spec['metrics']
+    lines = [f'# Benchmark `{spec["name"]}`: {spec["title"]}', '',
+             'Generated by `python tools/analysis_tools/benchmark.py '
+             f'configs/benchmarks/{spec["name"]}.py --report` from `runs.jsonl` in this folder '
+             '(do not edit by hand).', '']
+    if spec['notes']:
+        lines += [spec['notes'].strip(), '']
+    total_s = sum(rec['wall_s'] for t in tables for r in t['rows'] if not r['row']['same_as']
+                  for rec in r['seeds'].values())
+    n_runs = sum(len(r['seeds']) for t in tables for r in t['rows'] if not r['row']['same_as'])
+    lines += [f'{n_runs} runs, {total_s / 3600:.1f} h of machine time in all (one thread each '
+              'on the CPU). Cells: mean ± 95% t-interval over seeds. Paired differences: '
+              'method − baseline on the same seeds, fractions and test images, 95% bootstrap '
+              f'interval over test images ({N_BOOT} draws; metrics marked * use the paired '
+              't-interval over seeds). "converged": the validation '
+              f'`{spec["converge_metric"]}` moved by < 1 point over the last 20% of the '
+              'iterations (seeds that did / seeds run).', '']
+    for t in tables:
+        g = t['group']
+        lines += [f'## {g["dataset"]}, {frac_tag(t["fraction"])}% of the training labels', '']
+        head = ['row', 'role', 'seeds', 'iters', 'converged'] + metrics
+        body = []
+        for r in t['rows']:
+            recs = [r['seeds'][s] for s in sorted(r['seeds'])]
+            row = r['row']
+            n_conv = sum(1 for x in recs if x['converged'])
+            cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}',
+                     str(recs[0]['iters']) if recs else '-',
+                     f'{n_conv}/{len(recs)}' if recs else '-']
+            for m in metrics:
+                vals = [x['metrics'][m] for x in recs]
+                if not vals:
+                    cells.append('-')
+                    continue
+                s = stats.summarise_seeds(vals)
+                cells.append(_fmt(s['mean']) + ('' if s['ci'] != s['ci']
+                                                 else f' ± {_fmt(s["ci"])}'))
+            body.append(cells)
+        lines += _md_table(head, body) + ['']
+        by_name = {r['row']['name']: r for r in t['rows']}
+        diff_rows = []
+        for r in t['rows']:
+            for b in r['row']['baselines']:
+                cells = [f'`{r["row"]["name"]}` − `{b}`']
+                for m in metrics:
+                    d = paired(spec, r, by_name[b], m)
+                    star = '*' if EVALUATORS[spec['task']][m][0] == 'seeds' else ''
+                    cells.append('-' if d is None else
+                                 f'{_signed(d["diff"])} [{_signed(d["lo"])}, '
+                                 f'{_signed(d["hi"])}]{star} {stats.verdict(d["lo"], d["hi"])}')
+                diff_rows.append(cells)
+        if diff_rows:
+            lines += ['Paired differences (verdict at 95%):', '']
+            lines += _md_table(['method − baseline'] + metrics, diff_rows) + ['']
+    lines += ['![results](results.png)', '']
+    return '\n'.join(lines)
+
+
+def _md_table(head: List[str], body: List[List[str]]) -> List[str]:
+    out = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
+    out += ['| ' + ' | '.join(row) + ' |' for row in body]
+    return out
+
+
+def plot_report(spec: dict, tables: List[dict], path: str) -> None:
+    """One panel per (data set, fraction): ``plot_metric`` per row, seeds as dots, the
+    mean with its 95% interval as a bar."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    m = spec['plot_metric']
+    n = len(tables)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.0, 0.45 * max(len(t['rows']) for t in tables)
+                                                + 1.5) * n, 4.2), squeeze=False)
+    for ax, t in zip(axes[0], tables):
+        names = [r['row']['name'] for r in t['rows']]
+        for i, r in enumerate(t['rows']):
+            vals = [r['seeds'][s]['metrics'][m] for s in sorted(r['seeds'])]
+            colour = 'tab:blue' if r['row']['role'] == 'peer' else 'tab:orange'
+            ax.plot([i] * len(vals), vals, '.', color=colour, alpha=0.6)
+            if len(vals) >= 2:
+                s = stats.summarise_seeds(vals)
+                ax.errorbar([i], [s['mean']], yerr=[s['ci']], fmt='o', color=colour,
+                            capsize=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha='right', fontsize=7)
+        ax.set_title(f'{t["group"]["dataset"]}, {frac_tag(t["fraction"])}%', fontsize=9)
+        ax.set_ylabel(m)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f'{spec["name"]}: {m} (blue: zoo peers, orange: methods; 95% CI)',
+                 fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110,
+                                               metadata={'Software': None}))
+    plt.close(fig)
+
+
+def report(spec: dict) -> Tuple[str, str]:
+    out_dir = results_dir(spec)
+    records = read_runs(osp.join(out_dir, 'runs.jsonl'))
+    tables = collect(spec, records)
+    text = render_report(spec, tables)
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+    os.makedirs(out_dir, exist_ok=True)
+    md = osp.join(out_dir, 'README.md')
+    atomic_write(md, write)
+    png = osp.join(out_dir, 'results.png')
+    plot_report(spec, tables, png)
+    return md, png
+
+
+# --------------------------------------------------------------------------- data
+def ensure_data(spec: dict) -> None:
+    """Each ``data`` entry: ``path`` must exist, else ``make`` (a command line; ``$VARS``
+    from the environment) builds it; a missing variable is an error naming it."""
+    for name, d in spec['data'].items():
+        path = osp.join(REPO, d['path'])
+        if osp.exists(path):
+            continue
+        cmd = d.get('make')
+        if not cmd:
+            raise FileNotFoundError(f'{spec["path"]}: data {name}: {d["path"]} not found')
+        expanded = osp.expandvars(cmd)
+        if '$' in expanded:
+            raise ValueError(f'{spec["path"]}: data {name}: {d["path"]} not found and its '
+                             f'command needs an environment variable: {cmd}')
+        print(f'[benchmark] making data {name}: {expanded}', flush=True)
+        args = shlex.split(expanded)
+        if args and args[0] == 'python':
+            args[0] = sys.executable
+        subprocess.run(args, cwd=REPO, check=True)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('spec', help='benchmark spec, e.g. configs/benchmarks/det_sparse.py')
+    p.add_argument('--work-dir', default=osp.join('work_dirs', 'benchmarks'),
+                   help='run folders (checkpoints, logs, predictions)')
+    p.add_argument('--jobs', type=int, default=1, help='runs at a time')
+    p.add_argument('--threads', type=int, default=1, help='OMP threads per run')
+    p.add_argument('--resume', action='store_true',
+                   help='skip runs already in runs.jsonl with the same config hash')
+    p.add_argument('--report', action='store_true',
+                   help='only rebuild README.md and results.png from runs.jsonl')
+    p.add_argument('--only', nargs='+', metavar='NAME', help='only these rows')
+    p.add_argument('--results-dir', help='where runs.jsonl, README.md and results.png live '
+                   '(default: docs/benchmarks/<spec name>)')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    spec = load_spec(args.spec, args.only)
+    if args.results_dir:
+        spec['results_dir'] = osp.abspath(args.results_dir)
+    if args.only:
+        known = {r['name'] for g in spec['groups'] for r in g['rows']}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            raise SpecError(f'{args.spec}: --only {unknown}: no such row (rows: '
+                            f'{sorted(known)})')
+    if args.report:
+        md, png = report(spec)
+        print(f'[benchmark] wrote {md} and {png}', flush=True)
+        return dict(report=md)
+    if args.jobs < 1 or args.threads < 1:
+        raise ValueError('--jobs and --threads must be >= 1')
+    ensure_data(spec)
+    result = run_benchmark(spec, args.work_dir, args.jobs, args.resume, args.only,
+                           args.threads)
+    md, png = report(spec)
+    print(f'[benchmark] wrote {md} and {png}', flush=True)
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(1 if main().get('failed') else 0)
