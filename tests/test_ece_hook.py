@@ -1,5 +1,7 @@
 """ExclusivityScheduleHook: the training position reaches every ECE loss, in iteration and
 epoch loops, and a resumed run sees the same thresholds as an uninterrupted one."""
+from typing import Optional, Tuple
+
 import pytest
 import torch
 from mmengine.hooks import Hook
@@ -12,12 +14,13 @@ from projects.exclusive_ce.hooks import ExclusivityScheduleHook, ece_losses
 
 
 class _Points(Dataset):
-    """10 random 2-d points with labels 0 (unannotated) / 1."""
+    """10 random 2-d points with labels alternating 0 (unannotated) / 1: every batch of 5
+    holds both."""
 
     def __init__(self) -> None:
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(10, 2, generator=g)
-        self.y = (self.x[:, 0] > 0).long()
+        self.y = torch.arange(10) % 2
 
     def __len__(self) -> int:
         return 10
@@ -27,14 +30,19 @@ class _Points(Dataset):
 
 
 class _Toy(BaseModel):
-    """A linear classifier with two ECE losses (two heads share the schedule)."""
+    """A linear classifier with two ECE losses (two heads share the schedule): by default
+    'linear' and 'package_sigmoid' schedules; ``losses`` gives other ones."""
 
-    def __init__(self, with_ece: bool = True) -> None:
+    def __init__(self, with_ece: bool = True, losses: Optional[Tuple[dict, dict]] = None
+                 ) -> None:
         super().__init__()
         self.fc = torch.nn.Linear(2, 2)
-        make = (lambda s: ExclusiveCrossEntropyLoss(background_label=0, schedule=s)
-                ) if with_ece else (lambda s: torch.nn.CrossEntropyLoss())
-        self.loss_a, self.loss_b = make('linear'), make('package_sigmoid')
+        if not with_ece:
+            self.loss_a, self.loss_b = torch.nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+            return
+        losses = losses or (dict(schedule='linear'), dict(schedule='package_sigmoid'))
+        self.loss_a, self.loss_b = (ExclusiveCrossEntropyLoss(background_label=0, **kw)
+                                    for kw in losses)
 
     def forward(self, inputs, label=None, mode='tensor'):
         inputs = torch.stack(inputs) if isinstance(inputs, list) else inputs
@@ -105,6 +113,19 @@ def test_resume_sees_the_same_schedule(tmp_path):
     assert resumed.seen == full.seen[4:]  # same arithmetic on the same runner.iter
 
 
+class _Logged(Hook):
+    """Reads what the schedule hook logged after each iteration (priority LOW: after it)."""
+    priority = 'LOW'
+
+    def __init__(self) -> None:
+        self.rows = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        hub = runner.message_hub
+        self.rows.append(tuple(hub.get_scalar(f'train/ece_{key}').current()
+                               for key in ('threshold', 'warmup', 'kept')))
+
+
 def test_hook_logs_threshold_and_kept_share(tmp_path):
     rec = _Record()
     runner = _runner(tmp_path, dict(by_epoch=False, max_iters=3), rec)
@@ -112,8 +133,20 @@ def test_hook_logs_threshold_and_kept_share(tmp_path):
     hub = runner.message_hub
     # after the last iteration (iter 2 of 3): linear threshold 0.75 * 2 / 3
     assert hub.get_scalar('train/ece_threshold').current() == pytest.approx(0.5)
-    kept = hub.get_scalar('train/ece_kept').current()
-    assert 0.0 <= kept <= 1.0
+
+
+def test_hook_logs_the_warmup_and_the_mean_kept_share(tmp_path):
+    # two fixed thresholds the probabilities can not cross: 2.0 keeps every unannotated
+    # term, 0.0 none (p < 0 never holds); both with warmup 0.5 of 4 iterations. Iterations
+    # 0, 1 (progress 0, 0.25) are warm-up: both keep all, mean 1.0; iterations 2, 3
+    # (progress 0.5, 0.75): (1 + 0) / 2 = 0.5. The logged threshold is the first loss's.
+    model = _Toy(losses=(dict(schedule='fixed', threshold=2.0, warmup=0.5),
+                         dict(schedule='fixed', threshold=0.0, warmup=0.5)))
+    logged = _Logged()
+    runner = _runner(tmp_path, dict(by_epoch=False, max_iters=4), _Record(), model=model)
+    runner.register_hook(logged)
+    runner.train()
+    assert logged.rows == [(2.0, 1.0, 1.0), (2.0, 1.0, 1.0), (2.0, 0.0, 0.5), (2.0, 0.0, 0.5)]
 
 
 def test_model_without_ece_is_an_error(tmp_path):

@@ -43,11 +43,13 @@ def test_unet_ece_trains_and_logs_the_sigmoid_schedule(tiny_synthetic, tmp_path)
     train = [r for r in records if 'iter' in r]
     assert [r['iter'] for r in train] == [1, 2, 3, 4]
     for r in train:
-        # iteration k runs at progress (k - 1) / 4: rho = sigmoid(0.75 * progress)
+        # iteration k runs at progress (k - 1) / 4: rho = sigmoid(0.75 * progress); the
+        # default warm-up (progress < 0.1) covers iteration 1 only, where every term is kept
         assert r['ece_threshold'] == pytest.approx(
             anneal('sigmoid', 0.75, progress=(r['iter'] - 1) / 4), abs=1e-4)
-        assert 0.0 <= r['ece_kept'] <= 1.0
+        assert r['ece_warmup'] == (1.0 if r['iter'] == 1 else 0.0)
         assert r['decode.loss_ece'] > 0 and r['aux.loss_ece'] > 0
+    assert train[0]['ece_kept'] == 1.0
     assert 'nuclei/pixel_f1' in records[-1] and 'mDice' in records[-1]
     proc = run_tool(['tools/test.py', SEG_CFG, osp.join(work, 'iter_4.pth'), '--work-dir',
                      str(tmp_path / 'seg_test'), '--cfg-options', *_options(tiny_synthetic, 4),
@@ -67,7 +69,9 @@ def test_yollo_focal_ece_trains_and_tests(tiny_synthetic, tmp_path):
     for r in train:
         assert r['ece_threshold'] == pytest.approx(
             anneal('sigmoid', 0.75, progress=(r['iter'] - 1) / 3), abs=1e-4)
+        assert r['ece_warmup'] == (1.0 if r['iter'] == 1 else 0.0)
         assert r['loss_cls'] > 0 and r['loss_offset'] >= 0
+    assert train[0]['ece_kept'] == 1.0
     proc = run_tool(['tools/test.py', DET_CFG, osp.join(work, 'iter_3.pth'), '--work-dir',
                      str(tmp_path / 'det_test'), '--cfg-options',
                      *_options(tiny_synthetic, 3), *tiny])

@@ -5,7 +5,10 @@ background pixels in segmentation) are weak negatives. Eq. (7) keeps such a term
 while the prediction is not confident, ``delta(p_i < rho)``, with the threshold ``rho``
 annealed over training; eq. (8) re-weights the kept unannotated terms by the focal factor
 ``u(q) = -alpha (1 - q)^gamma log q`` at ``q = 1 - p_i``. Annotated terms are plain
-cross-entropy.
+cross-entropy. By default the exclusion starts after a warm-up (``warmup``: the first 10%
+of training keep every term): at a uniform start a softmax head's confidence
+``1 - p(bg)`` is ``(K - 1) / K``, at or above the sigmoid schedule's starting threshold
+0.5, and the literal loss would drop every unannotated term from step 0 on, for good.
 
 :func:`exclusive_ce` is the maths on tensors; :class:`ExclusiveCrossEntropyLoss` adapts it
 to mmdet's ``loss_cls`` and mmseg's ``loss_decode`` contracts. The options also cover the
@@ -13,18 +16,27 @@ authors' package ``ece-loss`` 1.0.0 (top-2 logit margin or raw logit as the conf
 ``sigmoid((epoch - 50) / 10) * 0.5`` threshold, random background sampling with its own
 schedule) so that its settings can be reproduced.
 """
+import logging
 import math
-from typing import Optional, Tuple
+import warnings
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from projects.common.registry import MODELS, register
 
 SCHEDULES = ('fixed', 'linear', 'sigmoid', 'package_sigmoid', 'relative_sigmoid')
-CONFIDENCES = ('probability', 'margin', 'logit')
+# the argument that holds each schedule's constant (what :func:`anneal` calls ``value``)
+SCHEDULE_ARGS: Dict[str, str] = {
+    'fixed': 'threshold', 'linear': 'max_threshold', 'sigmoid': 'slope',
+    'package_sigmoid': 'max_threshold', 'relative_sigmoid': 'max_threshold'}
+DEFAULT_SCHEDULE_VALUE = 0.75  # Table 2: rho = 0.75 (fixed), 0.75 rho_t, sigma(0.75 rho_t)
+DEFAULT_WARMUP = 0.1  # share of training without exclusion (see ExclusiveCrossEntropyLoss)
+CONFIDENCES = ('probability', 'max_foreground', 'margin', 'logit')
 # 1 - exp(-ce) is clamped here before the focal power: (.)^gamma with gamma < 1 has an
 # infinite derivative at 0, and autograd would turn inf * 0 into NaN for a term whose
 # cross-entropy underflows to 0. The value changes by less than 1e-12**gamma * ce.
@@ -36,7 +48,9 @@ def anneal(schedule: str, value: float, epoch: float = 0.0, progress: float = 0.
     """The exclusivity threshold (or sampling rate) at a point of training.
 
     ``progress`` is the trained fraction in [0, 1], ``epoch`` the (possibly fractional)
-    epoch. Panteli et al. 2021, Table 2: 'fixed' ``value``; 'linear'
+    epoch. ``value`` is what :class:`ExclusiveCrossEntropyLoss` calls ``threshold``
+    ('fixed'), ``max_threshold`` ('linear', 'package_sigmoid', 'relative_sigmoid') or
+    ``slope`` ('sigmoid'). Panteli et al. 2021, Table 2: 'fixed' ``value``; 'linear'
     ``value * progress`` (``rho = 0.75 rho_t, rho_t: 0 -> 1``); 'sigmoid'
     ``sigmoid(value * progress)`` (``rho = sigma(rho_linear)``, read literally: it moves
     from 0.5 to sigma(value)). 'package_sigmoid' is the ``ece-loss`` package's
@@ -82,8 +96,11 @@ def exclusive_ce(cls_score: Tensor, label: Tensor, threshold: float,
             the foreground classes; ``background_label`` (default K) is the label without
             a column and the other labels map to the columns in order.
         confidence: 'probability' (the paper): foreground probability, ``1 - p(bg)``
-            (softmax) or each column's sigmoid; 'margin' (package, softmax only): gap
-            between the top-2 logits; 'logit' (package, sigmoid only): the raw logit.
+            (softmax) or each column's sigmoid; 'max_foreground': the largest foreground
+            class probability (softmax; = 'probability' with one foreground class or
+            sigmoid columns); 'margin' (package, softmax only): gap between the top-2
+            logits; 'logit' (package, sigmoid only): the raw logit. ``threshold=inf``
+            keeps every term (the warm-up).
         use_focal, alpha, gamma: eq. (8) on the unannotated terms only.
         sampling_rate: if set, each unannotated term is also kept only with this
             probability (the package's background sampling, uniform draws).
@@ -140,6 +157,9 @@ def exclusive_ce(cls_score: Tensor, label: Tensor, threshold: float,
         if confidence == 'margin':
             top2 = cls_score.detach().topk(2, dim=1).values
             conf = top2[:, 0] - top2[:, 1]
+        elif confidence == 'max_foreground':
+            prob = cls_score.detach().softmax(dim=1)
+            conf = prob.index_fill(1, prob.new_tensor([bg], dtype=torch.long), 0.0).amax(1)
         else:
             conf = 1.0 - cls_score.detach().softmax(dim=1).select(1, bg)
     kept = unannotated & (conf.detach() < threshold)
@@ -148,6 +168,44 @@ def exclusive_ce(cls_score: Tensor, label: Tensor, threshold: float,
     weak = _focal(ce, alpha, gamma) if use_focal else ce
     loss = torch.where(unannotated, weak * kept, ce)
     return loss, kept, unannotated
+
+
+_MEANINGS = {'threshold': 'threshold', 'max_threshold': 'maximum (the value it tends to)',
+             'slope': 'slope (rho = sigmoid(slope * progress))'}
+
+
+def schedule_constants(schedule: str, threshold: Optional[float] = None,
+                       max_threshold: Optional[float] = None, slope: Optional[float] = None,
+                       owner: str = 'ExclusiveCrossEntropyLoss') -> Dict[str, Optional[float]]:
+    """``{'threshold', 'max_threshold', 'slope'}`` with only ``schedule``'s own constant set
+    (:data:`SCHEDULE_ARGS`; :data:`DEFAULT_SCHEDULE_VALUE` if not given).
+
+    ``threshold`` given to a schedule whose constant is a maximum or a slope is the old
+    spelling of that constant: it is mapped to it with a DeprecationWarning. A constant of
+    another schedule, or both spellings at once, is a ValueError naming the argument.
+    """
+    if schedule not in SCHEDULE_ARGS:
+        raise ValueError(f'{owner}: schedule must be one of {SCHEDULES}, got {schedule!r}')
+    own = SCHEDULE_ARGS[schedule]
+    values = dict(threshold=threshold, max_threshold=max_threshold, slope=slope)
+    for arg in ('max_threshold', 'slope'):
+        if values[arg] is not None and arg != own:
+            users = tuple(s for s, a in SCHEDULE_ARGS.items() if a == arg)
+            raise ValueError(f'{owner}: {arg} is the constant of schedule {users}, not of '
+                             f'schedule={schedule!r}, whose constant is {own}')
+    if threshold is not None and own != 'threshold':
+        if values[own] is not None:
+            raise ValueError(f'{owner}: threshold and {own} both given for schedule='
+                             f'{schedule!r}; give {own} only (threshold is its old name)')
+        msg = (f'{owner}: threshold={threshold} with schedule={schedule!r} is deprecated: '
+               f'it is the schedule\'s {_MEANINGS[own]}; write {own}={threshold}')
+        warnings.warn(msg, DeprecationWarning, stacklevel=3)
+        print_log(msg, logger='current', level=logging.WARNING)
+        values[own], values['threshold'] = threshold, None
+    if values[own] is None:
+        values[own] = DEFAULT_SCHEDULE_VALUE
+    values[own] = float(values[own])
+    return values
 
 
 @register(MODELS)
@@ -165,11 +223,27 @@ class ExclusiveCrossEntropyLoss(nn.Module):
             heads, mmseg's ``out_channels=1``) instead of softmax.
         use_focal, alpha, gamma: focal re-weighting of the unannotated terms, eq. (8)
             (defaults: the package's alpha 0.2, gamma 0.1).
-        confidence: 'probability' | 'margin' | 'logit' (:func:`exclusive_ce`).
-        threshold, schedule, center, temperature: the exclusivity threshold ``rho`` and
-            its annealing (default the paper's sigmoid schedule of ``0.75 * progress``).
+        confidence: 'probability' | 'max_foreground' | 'margin' | 'logit'
+            (:func:`exclusive_ce`).
+        schedule: how the exclusivity threshold ``rho`` moves (:func:`anneal`; default the
+            paper's sigmoid schedule). Its constant has one name per meaning:
+            ``threshold`` ('fixed': rho itself), ``max_threshold`` ('linear',
+            'package_sigmoid', 'relative_sigmoid': the value rho tends to) or ``slope``
+            ('sigmoid': rho = sigmoid(slope * progress)); 0.75 if not given (Table 2).
+            ``threshold`` with another schedule still works, as that schedule's constant,
+            with a DeprecationWarning.
+        center, temperature: of 'package_sigmoid' (epochs) / 'relative_sigmoid' (progress).
+        warmup: share of training (progress in [0, 1]) during which every unannotated term
+            is kept: no exclusion and no background sampling (cross-entropy; with
+            ``use_focal`` the focal weights still apply). Default 0.1 (30 iterations of
+            the 300-iteration configs): at a uniform start a softmax head's ``1 - p(bg)``
+            is (K - 1) / K >= 0.5, the starting threshold, and the loss would drop every
+            unannotated term from step 0 on, for good (0% kept with mmdet's and mmseg's
+            stock heads for K >= 3). ``warmup=0`` is the literal paper (and the
+            ``ece-loss`` package's timing). Needs the progress pushed by the hook.
         bg_sampling, bg_schedule, bg_center, bg_temperature: optional random sampling of
-            unannotated terms (the package: 0.5, 'package_sigmoid', 150, 10).
+            unannotated terms (the package: 0.5, 'package_sigmoid', 150, 10);
+            ``bg_sampling`` is the constant of ``bg_schedule`` (:func:`anneal`).
         background_label: the unannotated label. None: the last softmax class (mmdet
             softmax heads) or the column-less label K (mmdet sigmoid heads). mmseg
             configs must set it (usually 0): an mmseg call without it is an error.
@@ -183,13 +257,15 @@ class ExclusiveCrossEntropyLoss(nn.Module):
 
     def __init__(self, use_sigmoid: bool = False, use_focal: bool = False,
                  alpha: float = 0.2, gamma: float = 0.1, confidence: str = 'probability',
-                 threshold: float = 0.75, schedule: str = 'sigmoid', center: float = 50.0,
-                 temperature: float = 10.0, bg_sampling: Optional[float] = None,
-                 bg_schedule: str = 'package_sigmoid', bg_center: float = 150.0,
-                 bg_temperature: float = 10.0, background_label: Optional[int] = None,
-                 ignore_index: int = -100, avg_non_ignore: bool = False,
-                 reduction: str = 'mean', loss_weight: float = 1.0,
-                 loss_name: str = 'loss_ece') -> None:
+                 threshold: Optional[float] = None, schedule: str = 'sigmoid',
+                 center: float = 50.0, temperature: float = 10.0,
+                 bg_sampling: Optional[float] = None, bg_schedule: str = 'package_sigmoid',
+                 bg_center: float = 150.0, bg_temperature: float = 10.0,
+                 background_label: Optional[int] = None, ignore_index: int = -100,
+                 avg_non_ignore: bool = False, reduction: str = 'mean',
+                 loss_weight: float = 1.0, loss_name: str = 'loss_ece',
+                 max_threshold: Optional[float] = None, slope: Optional[float] = None,
+                 warmup: float = DEFAULT_WARMUP) -> None:
         super().__init__()
         name = type(self).__name__
         for arg, value, allowed in (('schedule', schedule, SCHEDULES),
@@ -209,15 +285,24 @@ class ExclusiveCrossEntropyLoss(nn.Module):
         if alpha <= 0 or gamma < 0:
             raise ValueError(f'{name}: focal alpha must be > 0 and gamma >= 0, got '
                              f'{alpha}, {gamma}')
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) \
+                or not 0.0 <= warmup <= 1.0:
+            raise ValueError(f'{name}: warmup must be a share of training in [0, 1], got '
+                             f'{warmup!r}')
         if not loss_name.startswith('loss_'):
             raise ValueError(f'{name}: loss_name must start with "loss_" (mmengine only '
                              f'back-propagates such keys), got {loss_name!r}')
+        constants = schedule_constants(schedule, threshold, max_threshold, slope, name)
         self.use_sigmoid = use_sigmoid
         self.use_focal = use_focal
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.confidence = confidence
-        self.threshold, self.schedule = float(threshold), schedule
+        self.schedule = schedule
+        self.threshold: Optional[float] = constants['threshold']
+        self.max_threshold: Optional[float] = constants['max_threshold']
+        self.slope: Optional[float] = constants['slope']
         self.center, self.temperature = float(center), float(temperature)
+        self.warmup = float(warmup)
         self.bg_sampling, self.bg_schedule = bg_sampling, bg_schedule
         self.bg_center, self.bg_temperature = float(bg_center), float(bg_temperature)
         self.background_label = background_label
@@ -229,6 +314,8 @@ class ExclusiveCrossEntropyLoss(nn.Module):
         self.epoch = 0.0
         self.progress = 0.0
         self.last_kept_fraction: Optional[Tensor] = None
+        self._progress_pushed = False
+        self._warned = set()
 
     @property
     def loss_name(self) -> str:
@@ -240,15 +327,26 @@ class ExclusiveCrossEntropyLoss(nn.Module):
         (trained fraction of the schedule, in [0, 1])."""
         self.epoch = float(epoch)
         self.progress = min(max(float(progress), 0.0), 1.0)
+        self._progress_pushed = True
 
     def set_epoch(self, epoch: float) -> None:
-        """The ``ece-loss`` package's interface: only the epoch."""
+        """The ``ece-loss`` package's interface: only the epoch (the progress, which ends
+        the warm-up, does not move)."""
         self.epoch = float(epoch)
+        if self.warmup > 0 and not self._progress_pushed:
+            self._warn_once('set_epoch', 'set_epoch does not move the training progress, '
+                            f'so the warm-up (warmup={self.warmup}) never ends: use '
+                            'set_progress (ExclusivityScheduleHook) or warmup=0')
 
     def current_threshold(self) -> float:
-        """The exclusivity threshold ``rho`` at the current training position."""
-        return anneal(self.schedule, self.threshold, self.epoch, self.progress,
-                      self.center, self.temperature)
+        """The exclusivity threshold ``rho`` of the schedule at the current position (during
+        the warm-up the loss uses none: see :meth:`in_warmup`)."""
+        return anneal(self.schedule, getattr(self, SCHEDULE_ARGS[self.schedule]), self.epoch,
+                      self.progress, self.center, self.temperature)
+
+    def in_warmup(self) -> bool:
+        """True while ``progress < warmup``: no unannotated term is excluded or sampled."""
+        return self.progress < self.warmup
 
     def current_sampling_rate(self) -> Optional[float]:
         """The background sampling rate at the current position (None: no sampling)."""
@@ -271,12 +369,18 @@ class ExclusiveCrossEntropyLoss(nn.Module):
         reduction = reduction_override or self.reduction
         if reduction not in ('none', 'mean', 'sum'):
             raise ValueError(f'{type(self).__name__}: unknown reduction {reduction!r}')
+        if self.training and self.warmup > 0 and not self._progress_pushed:
+            self._warn_once('no_progress', 'called in training before any training position '
+                            'was pushed: it stays in its warm-up (no exclusion) until '
+                            'ExclusivityScheduleHook (or set_progress) moves the progress')
         ignore = self.ignore_index if ignore_index is None else ignore_index
+        warm = self.in_warmup()
         loss, kept, unannotated = exclusive_ce(
-            cls_score, label, self.current_threshold(), use_sigmoid=self.use_sigmoid,
-            background_label=self.background_label, confidence=self.confidence,
-            use_focal=self.use_focal, alpha=self.alpha, gamma=self.gamma,
-            sampling_rate=self.current_sampling_rate(), ignore_index=ignore)
+            cls_score, label, math.inf if warm else self.current_threshold(),
+            use_sigmoid=self.use_sigmoid, background_label=self.background_label,
+            confidence=self.confidence, use_focal=self.use_focal, alpha=self.alpha,
+            gamma=self.gamma, sampling_rate=None if warm else self.current_sampling_rate(),
+            ignore_index=ignore)
         self._record_kept(kept, unannotated)
         if weight is not None:
             weight = weight.float()
@@ -294,3 +398,12 @@ class ExclusiveCrossEntropyLoss(nn.Module):
         """Share of the unannotated terms kept in the last call (logged by the hook)."""
         with torch.no_grad():
             self.last_kept_fraction = kept.sum() / unannotated.sum().clamp(min=1)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        """A UserWarning (and a log line) the first time ``key`` happens."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        message = f'{type(self).__name__}: {message}'
+        warnings.warn(message, UserWarning, stacklevel=3)
+        print_log(message, logger='current', level=logging.WARNING)

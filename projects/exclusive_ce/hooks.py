@@ -26,9 +26,11 @@ class ExclusivityScheduleHook(Hook):
     package's ``set_epoch``), ``iter / len(train_dataloader)`` in iteration-based loops,
     so the package's epoch constants (50, 150, temperature 10) keep their meaning in
     epochs of data. The position is read from the runner, which a resumed run restores:
-    nothing else needs saving. After every iteration the current threshold and the share
-    of unannotated terms kept (mean over the losses) go to the log as
-    ``ece_threshold`` / ``ece_kept``.
+    nothing else needs saving. The losses' warm-up (``warmup``: the first share of
+    training keeps every term) ends on the same pushed progress. After every iteration the
+    schedule's threshold (of the first loss), the share of unannotated terms kept (mean
+    over the losses) and whether the first loss is in its warm-up (1 / 0) go to the log as
+    ``ece_threshold`` / ``ece_kept`` / ``ece_warmup``.
 
     A model without any ``ExclusiveCrossEntropyLoss`` is a configuration error.
     """
@@ -70,6 +72,7 @@ class ExclusivityScheduleHook(Hook):
             return
         hub = runner.message_hub
         hub.update_scalar('train/ece_threshold', self._losses[0].current_threshold())
+        hub.update_scalar('train/ece_warmup', float(self._losses[0].in_warmup()))
         kept = [float(m.last_kept_fraction) for m in self._losses
                 if m.last_kept_fraction is not None]
         if kept:
