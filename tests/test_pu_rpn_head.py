@@ -20,7 +20,7 @@ STRIDES = [4, 8, 16, 32, 64]
 SIZES = [16, 8, 4, 2, 1]  # feature map sides of a 64x64 image at STRIDES
 
 
-def _head(type_: str, loss_cls: dict, sampler_num: int = 256):
+def _head(type_: str, loss_cls: dict, sampler_num: int = 256, **extra):
     """An RPN head as in mmdet's Faster R-CNN, one 32*stride/4 px square anchor per cell."""
     from mmdet.registry import MODELS
     train_cfg = dict(
@@ -37,7 +37,7 @@ def _head(type_: str, loss_cls: dict, sampler_num: int = 256):
             bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
                             target_stds=[1.0] * 4),
             loss_cls=loss_cls, loss_bbox=dict(type='L1Loss', loss_weight=1.0),
-            train_cfg=train_cfg))
+            train_cfg=train_cfg, **extra))
 
 
 def _batch():
@@ -153,23 +153,84 @@ def test_pu_rpn_head_equals_stock_rpn_head_with_cross_entropy(both_annotated):
     a = ours.loss_by_feat(scores, preds, gts, metas)
     torch.manual_seed(7)
     b = stock.loss_by_feat(scores, preds, gts, metas)
-    # stock: per level sum(w * BCE) / avg_factor; the levels share avg_factor, so their sum
-    # is one sum over all anchors divided by avg_factor = our single call.
+    # with a loss other than PULoss the mixin steps aside: the stock per-level losses
     assert isinstance(b['loss_rpn_cls'], list) and len(b['loss_rpn_cls']) == 5
-    stock_cls = sum(b['loss_rpn_cls'])
-    assert abs(a['loss_rpn_cls'].item() - stock_cls.item()) < 1e-6
-    assert stock_cls.item() > 0.1  # random logits of scale 3: a clearly non-zero loss
-    assert len(a['loss_rpn_bbox']) == 5
-    for x, y in zip(a['loss_rpn_bbox'], b['loss_rpn_bbox']):
-        assert torch.equal(x, y)
+    assert sum(b['loss_rpn_cls']).item() > 0.1  # random logits of scale 3: non-zero loss
+    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+        assert len(a[key]) == 5
+        for x, y in zip(a[key], b[key]):
+            assert torch.equal(x, y)
     assert sum(a['loss_rpn_bbox']).item() > 0
 
 
-def test_tiny_pu_faster_rcnn_trains_one_step():
-    """Smoke test: the PU config (RPN and RoI head PU), shrunk, does one training step."""
+def test_pu_rpn_head_with_zero_hidden_prior_equals_stock_cross_entropy():
+    # PULoss(hidden_prior=0) is the weighted mean cross-entropy (pu_loss docstring): over
+    # the sampled anchors of all levels, sum(BCE) / #sampled. mmdet's RPN (RandomSampler,
+    # pos_weight=-1): label weights 0/1 and avg_factor = sum over images of
+    # max(#pos, 1) + max(#neg, 1), which is #sampled when every image has a positive (an
+    # image without annotation adds a phantom 1 to mmdet's count: 513 for 512 samples).
+    ce = dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)
+    pu = dict(type='PULoss', hidden_prior=0.0, use_sigmoid=True)
+    ours, stock = _head('PURPNHead', pu), _head('RPNHead', ce)
+    gts, metas = _batch()
+    gts[1] = InstanceData(bboxes=torch.tensor([[4., 8., 20., 40.]]), labels=torch.tensor([0]))
+    g = torch.Generator().manual_seed(3)
+    scores = [torch.randn(2, 1, s, s, generator=g) * 3 for s in SIZES]
+    preds = [torch.randn(2, 4, s, s, generator=g) for s in SIZES]
+    torch.manual_seed(5)
+    a = ours.loss_by_feat(scores, preds, gts, metas)
+    torch.manual_seed(5)
+    b = stock.loss_by_feat(scores, preds, gts, metas)
+    assert a['loss_rpn_cls'].dim() == 0  # one value for the batch
+    assert a['loss_rpn_cls'].item() == pytest.approx(sum(b['loss_rpn_cls']).item(), rel=1e-6)
+    for x, y in zip(a['loss_rpn_bbox'], b['loss_rpn_bbox']):
+        assert torch.equal(x, y)
+
+
+def test_stock_rpn_head_with_pu_loss_names_the_head():
+    # mmdet's RPNHead calls loss_cls per level: each call would be clamped on its own
+    head = _head('RPNHead', dict(type='PULoss', prior=PRIOR, use_sigmoid=True))
+    gts, metas = _batch()
+    scores = [torch.zeros(2, 1, s, s) for s in SIZES]
+    preds = [torch.zeros(2, 4, s, s) for s in SIZES]
+    with pytest.raises(ValueError, match='RPNHead calls loss_cls per FPN level.*PURPNHead'):
+        head.loss_by_feat(scores, preds, gts, metas)
+
+
+def test_bde_rpn_head_with_pu_loss_makes_one_call():
+    # BDE with temperature = inf gives every weight 1 (bde.py): BDERPNHead + PULoss must then
+    # be PURPNHead + PULoss, one call over all levels (the stock per-level loop would raise)
+    pu = dict(type='PULoss', prior=PRIOR, use_sigmoid=True)
+    bde = _head('BDERPNHead', pu, bde=dict(temperature=float('inf')))
+    ours = _head('PURPNHead', pu)
+    gts, metas = _batch()
+    g = torch.Generator().manual_seed(2)
+    scores = [torch.randn(2, 1, s, s, generator=g) * 3 for s in SIZES]
+    preds = [torch.randn(2, 4, s, s, generator=g) for s in SIZES]
+    calls = []
+    bde.loss_cls.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    torch.manual_seed(4)
+    a = bde.loss_by_feat(scores, preds, gts, metas)
+    torch.manual_seed(4)
+    b = ours.loss_by_feat(scores, preds, gts, metas)
+    assert calls == [2 * 341]  # every anchor of every level of both images, once
+    assert a['loss_rpn_cls'].item() == pytest.approx(b['loss_rpn_cls'].item(), rel=1e-6)
+    assert a['rpn_bde_w'].item() == 1.0
+
+
+NNPU_HP_CONFIG = osp.join(REPO, 'configs', 'pu_detection',
+                         'faster-rcnn_r18-c32_fpn_pu-nnpu-hp_500i_synthetic-sparse30.py')
+
+
+@pytest.mark.parametrize('config,roi_head', [(PU_CONFIG, 'StandardRoIHead'),
+                                             (NNPU_HP_CONFIG, 'PURoIHead')],
+                         ids=['pu', 'pu-nnpu-hp-PURoIHead'])
+def test_tiny_pu_faster_rcnn_trains_one_step(config, roi_head):
+    """Smoke test: a PU config (RPN and RoI head PU), shrunk, does one training step."""
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
-    cfg = Config.fromfile(PU_CONFIG)
+    cfg = Config.fromfile(config)
+    cfg.model.roi_head.type = roi_head
     cfg.merge_from_dict(dict(model=dict(
         backbone=dict(depth=18, base_channels=8),
         neck=dict(in_channels=[8, 16, 32, 64], out_channels=16),
@@ -194,6 +255,7 @@ def test_tiny_pu_faster_rcnn_trains_one_step():
         model.init_weights()
         model.train()
         assert type(model.rpn_head).__name__ == 'PURPNHead'
+        assert type(model.roi_head).__name__ == roi_head
         assert isinstance(model.rpn_head.loss_cls, PULoss) and model.rpn_head.loss_cls.use_sigmoid
         assert isinstance(model.roi_head.bbox_head.loss_cls, PULoss)
         assert not model.roi_head.bbox_head.loss_cls.use_sigmoid

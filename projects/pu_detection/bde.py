@@ -61,6 +61,7 @@ from mmdet.structures.bbox import bbox2roi, bbox_overlaps, cat_boxes, get_box_te
 from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
+from .pu_heads import PUHeadMixin, join_empty_call, pu_sample_flags
 from .pu_rpn_head import anchor_targets
 
 MAX_EXPONENT = 80.0
@@ -305,24 +306,8 @@ def _mean_calibrated_weight(old: List[Tensor], new: List[Tensor], labels: List[T
     return ratios.mean() if ratios.numel() else torch.ones((), device=ratios.device)
 
 
-@MODELS.register_module()
-class BDERPNHead(RPNHead):
-    """``RPNHead`` whose background anchors are down-weighted by relative BDE.
-
-    Args:
-        bde (dict): temperature (1.0), min_score (0.05), gt_iou_thr (0.5), chunk_elems
-            (2**22); see the module docstring for the formula.
-        Other arguments: mmdet's ``RPNHead``.
-
-    Targets, sampling, ``avg_factor`` and the per-level losses are mmdet's
-    (``AnchorHead.loss_by_feat``); only the label weights of the sampled background
-    anchors change: w_i = exp(-max(0, D_i / D_bar - 1) / T), D_bar = mean density of the
-    image's sampled background anchors. With ``temperature=float('inf')``, when no
-    regressed box survives the filters, or when all sampled background anchors of an image
-    have the same density, the losses equal the stock head's. Also returns ``rpn_bde_w``,
-    the mean BDE weight of the calibrated anchors: no 'loss' in its name, so mmengine logs
-    it and does not optimise it.
-    """
+class _BDERPNHeadBase(RPNHead):
+    """The BDE logic of :class:`BDERPNHead` (below it, ``PUHeadMixin`` wraps it)."""
 
     def __init__(self, *args, bde: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -380,6 +365,29 @@ class BDERPNHead(RPNHead):
 
 
 @MODELS.register_module()
+class BDERPNHead(PUHeadMixin, _BDERPNHeadBase):
+    """``RPNHead`` whose background anchors are down-weighted by relative BDE.
+
+    Args:
+        bde (dict): temperature (1.0), min_score (0.05), gt_iou_thr (0.5), chunk_elems
+            (2**22); see the module docstring for the formula.
+        Other arguments: mmdet's ``RPNHead``.
+
+    Targets, sampling, ``avg_factor`` and the per-level losses are mmdet's
+    (``AnchorHead.loss_by_feat``); only the label weights of the sampled background
+    anchors change: w_i = exp(-max(0, D_i / D_bar - 1) / T), D_bar = mean density of the
+    image's sampled background anchors. With ``temperature=float('inf')``, when no
+    regressed box survives the filters, or when all sampled background anchors of an image
+    have the same density, the losses equal the stock head's. Also returns ``rpn_bde_w``,
+    the mean BDE weight of the calibrated anchors: no 'loss' in its name, so mmengine logs
+    it and does not optimise it.
+
+    With ``loss_cls=dict(type='PULoss', ...)`` the calibrated classification inputs of all
+    levels and images go to the loss in one call (``PUHeadMixin``): one clamp per batch.
+    """
+
+
+@MODELS.register_module()
 class BDERoIHead(StandardRoIHead):
     """``StandardRoIHead`` whose background RoIs are down-weighted by relative BDE.
 
@@ -394,6 +402,7 @@ class BDERoIHead(StandardRoIHead):
     w_i = exp(-max(0, D_i / D_bar - 1) / T), D_bar = mean density of the image's sampled
     background RoIs. Also
     returns ``bde_w``, the mean BDE weight of the calibrated RoIs (logged, not optimised).
+    A ``PULoss`` gets the ground-truth-proposal flags, as in ``PURoIHead``.
     """
 
     def __init__(self, *args, bde: Optional[dict] = None, **kwargs) -> None:
@@ -461,7 +470,9 @@ class BDERoIHead(StandardRoIHead):
                 img_labels.append(lab)
             new_label_weights = torch.cat(new_w) if new_w else label_weights
         targets = (labels, new_label_weights, bbox_targets, bbox_weights)
-        losses = self.bbox_head.loss(cls_score, bbox_pred, rois, *targets)
+        with pu_sample_flags(self.bbox_head.loss_cls, sampling_results) as pu:
+            losses = self.bbox_head.loss(cls_score, bbox_pred, rois, *targets)
+            join_empty_call(pu, cls_score, losses)
         losses['bde_w'] = _mean_calibrated_weight(old_w, new_w, img_labels, bg_label)
         bbox_results.update(loss_bbox=losses, bbox_targets=targets)
         return bbox_results
