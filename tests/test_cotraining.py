@@ -13,7 +13,8 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from projects.point_supervision import (CoTrainingSegmentor, binary_kl, ema_update,
-                                        loss_weights, masked_ce, pseudo_label, split_halves)
+                                        ema_weights, grad_norm_shares, loss_weights, masked_ce,
+                                        pseudo_label, split_halves)
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                             'analysis_tools'))
@@ -45,6 +46,47 @@ def test_ema_update_by_hand():
         ema_update(first, np.zeros(3), 0.1)
     with pytest.raises(ValueError, match='EMA weight'):
         ema_update(first, first, 0.0)
+
+
+def test_ema_weights_by_hand():
+    # the old CPU setting, 3 refreshes with a = 0.1: 0.81 y_1 + 0.09 y_2 + 0.1 y_3
+    assert ema_weights(3, 0.1).tolist() == pytest.approx([0.81, 0.09, 0.1])
+    # the configs' a = 0.5: the newest counts 1/2, the one before 1/4, ...
+    assert ema_weights(4, 0.5).tolist() == pytest.approx([0.125, 0.125, 0.25, 0.5])
+    assert ema_weights(1, 0.3).tolist() == [1.0]
+    # the weights are what repeated ema_update does to four predictions
+    ys = [np.array([v], np.float32) for v in (0.2, 0.9, 0.4, 0.6)]
+    p = None
+    for y in ys:
+        p = ema_update(p, y, 0.5)
+    # 0.125 * 0.2 + 0.125 * 0.9 + 0.25 * 0.4 + 0.5 * 0.6 = 0.5375
+    assert p.item() == pytest.approx(0.5375, rel=1e-6)
+    assert float(ema_weights(4, 0.5) @ np.array([0.2, 0.9, 0.4, 0.6])) == pytest.approx(0.5375)
+    with pytest.raises(ValueError, match='num_refreshes'):
+        ema_weights(0, 0.5)
+
+
+def test_grad_norm_shares_by_hand():
+    # w1 = (1, 2), w2 = (3,):
+    # L1 = 3 w1[0] + 4 w2[0]          -> grad (3, 0 | 4)        -> norm 5
+    # L2 = 3 w1[1]^2 / 2 + 8 w2[0]    -> grad (0, 3 w1[1] = 6 | 8) -> norm 10
+    # L3 = 0 * sum(w2) (a zero term)  -> norm 0;  L4 = a constant -> norm 0
+    # shares: 5 / 15, 10 / 15, 0, 0
+    w1 = torch.tensor([1.0, 2.0], requires_grad=True)
+    w2 = torch.tensor([3.0], requires_grad=True)
+    terms = dict(l1=3 * w1[0] + 4 * w2[0], l2=1.5 * w1[1]**2 + 8 * w2[0], l3=0 * w2.sum(),
+                 l4=torch.tensor(2.0))
+    norms, shares = grad_norm_shares(terms, [w1, w2])
+    assert norms == pytest.approx(dict(l1=5.0, l2=10.0, l3=0.0, l4=0.0))
+    assert shares == pytest.approx(dict(l1=1 / 3, l2=2 / 3, l3=0.0, l4=0.0))
+    # the graph is kept: the sum still back-propagates, and nothing was accumulated before
+    assert w1.grad is None
+    (terms['l1'] + terms['l2']).backward()
+    assert w1.grad.tolist() == [3.0, 6.0] and w2.grad.tolist() == [12.0]
+    # only the given parameters count: on w2 alone the norms are 4 and 8
+    w3 = torch.tensor([3.0], requires_grad=True)
+    norms, shares = grad_norm_shares(dict(a=4 * w3[0] + w1.sum(), b=8 * w3[0]), [w3])
+    assert norms == pytest.approx(dict(a=4.0, b=8.0)) and shares['a'] == pytest.approx(1 / 3)
 
 
 def test_pseudo_label_takes_cluster_then_ema():
@@ -148,6 +190,118 @@ def test_losses_use_each_net_on_its_half_only():
     color_a = model.nets[0].colorizer(torch.softmax(logits_a, 1)[:, 1:2])
     expected = ((color_a - samples[1].gt_color.data[None])**2).sum(1).mean()
     assert losses['loss_color_a'].item() == pytest.approx(beta * expected.item(), rel=1e-4)
+
+
+def _segmenter_norm(model, k: int, term) -> float:
+    grads = torch.autograd.grad(term, model.nets[k].segmenter_parameters(), retain_graph=True,
+                                allow_unused=True)
+    return math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None))
+
+
+def _at_iteration(model, x, samples, it: int, max_iters: int = 100) -> dict:
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', it)
+    hub.update_info('max_iters', max_iters)
+    try:
+        return model.loss(x, samples)
+    finally:
+        hub.update_info('iter', None)
+        hub.update_info('max_iters', None)
+
+
+def _one_net_case(**kw):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = CoTrainingSegmentor(**TINY, use_cotraining=False, **kw)
+    model.train()
+    samples = [_sample(f'im{i}.png', 64, rng) for i in range(2)]
+    model.halves = {'im0.png': 0, 'im1.png': 0}
+    return model, samples, torch.randn(2, 1, 64, 64)
+
+
+def test_segmentor_logs_gradient_shares_every_k_iterations():
+    model, samples, x = _one_net_case(grad_share_interval=5)
+    losses = _at_iteration(model, x, samples, 0)
+    # re-derived from the returned terms: norms of the weighted terms on net a's ResUNet +
+    # classifier (the colouriser's parameters do not count), shares of their sum
+    norms = {t: _segmenter_norm(model, 0, losses[f'loss_{t}_a']) for t in ('vor', 'clu', 'color')}
+    total = sum(norms.values())
+    for t in ('vor', 'clu', 'color'):
+        assert losses[f'gshare_{t}_a'].item() == pytest.approx(norms[t] / total, rel=1e-5)
+    assert 'gshare_cot_a' not in losses and not any(k.endswith('_b') and 'gshare' in k
+                                                    for k in losses)
+    # iteration 3: no new measurement, the latest shares are logged again
+    again = _at_iteration(model, x, samples, 3)
+    assert again['gshare_color_a'].item() == losses['gshare_color_a'].item()
+    # iteration 5: measured again (beta = 0.1 * 0.95^2 now)
+    later = _at_iteration(model, x, samples, 5)
+    norm_color = _segmenter_norm(model, 0, later['loss_color_a'])
+    norm_seg = sum(_segmenter_norm(model, 0, later[f'loss_{t}_a']) for t in ('vor', 'clu'))
+    assert later['gshare_color_a'].item() == pytest.approx(norm_color / (norm_color + norm_seg),
+                                                           rel=1e-5)
+
+
+def test_color_warmup_trains_the_colouriser_only():
+    model, samples, x = _one_net_case(color_warmup_iters=10)
+    net = model.nets[0]
+    # iteration 9 (warm-up): L_color reaches the colouriser but not the segmenter
+    # (max_iters 0: N / Nmax = 0, beta = eps = 0.1 at both iterations)
+    warm = _at_iteration(model, x, samples, 9, max_iters=0)
+    seg = torch.autograd.grad(warm['loss_color_a'], net.segmenter_parameters(),
+                              allow_unused=True, retain_graph=True)
+    assert all(g is None for g in seg)
+    col_warm = torch.autograd.grad(warm['loss_color_a'], list(net.colorizer.parameters()))
+    # iteration 10 (after): the same loss and colouriser gradient, and the segmenter's
+    # gradient is that of 0.1 * L_color(C(S(x))) written out here
+    after = _at_iteration(model, x, samples, 10, max_iters=0)
+    assert after['loss_color_a'].item() == pytest.approx(warm['loss_color_a'].item(), rel=1e-6)
+    col_after = torch.autograd.grad(after['loss_color_a'], list(net.colorizer.parameters()),
+                                    retain_graph=True)
+    for a, b in zip(col_warm, col_after):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
+    seg = torch.autograd.grad(after['loss_color_a'], net.segmenter_parameters())
+    prob = torch.softmax(net(x), dim=1)[:, 1:2]
+    target = torch.stack([s.gt_color.data for s in samples])
+    by_hand = 0.1 * ((net.colorizer(prob) - target)**2).sum(1).mean()
+    assert by_hand.item() == pytest.approx(after['loss_color_a'].item(), rel=1e-5)
+    ref = torch.autograd.grad(by_hand, net.segmenter_parameters())
+    for a, b in zip(seg, ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-9)
+    assert sum(float(g.abs().sum()) for g in ref) > 1e-6  # the comparison is not 0 == 0
+
+
+def test_color_share_normalises_the_colour_gradient():
+    # color_share s = 0.25 at iteration 0 (measured): beta = s / (1 - s) * (norm_vor +
+    # norm_clu) / ||grad L_color||, so the colour term holds exactly s of the norms
+    model, samples, x = _one_net_case(grad_share_interval=50, color_share=0.25)
+    losses = _at_iteration(model, x, samples, 0)
+    assert losses['gshare_color_a'].item() == pytest.approx(0.25, rel=1e-6)
+    beta = losses['beta_a'].item()
+    assert losses['beta'].item() == pytest.approx(beta)
+    raw = losses['loss_color_a'] / beta  # L_color
+    others = sum(_segmenter_norm(model, 0, losses[f'loss_{t}_a']) for t in ('vor', 'clu'))
+    assert beta == pytest.approx(1 / 3 * others / _segmenter_norm(model, 0, raw), rel=1e-5)
+    assert model.color_scale[0].item() == pytest.approx(beta, rel=1e-6)
+    assert math.isnan(model.color_scale[1].item())  # net b had no sample: no scale yet
+    # iteration 30 of 100 is no measurement: the scale is kept and fades with the paper's
+    # schedule, beta = scale * (1 - 0.3)^2; the logged share is still the last measured
+    mid = _at_iteration(model, x, samples, 30)
+    assert mid['beta_a'].item() == pytest.approx(beta * 0.49, rel=1e-6)
+    assert mid['gshare_color_a'].item() == pytest.approx(0.25, rel=1e-6)
+    # iteration 50 measures the share under the weight in force, scale * (1 - 0.5)^2: with
+    # the same nets and data the norms are unchanged, so colour / others = 1/3 * 1/4 = 1/12
+    # -> share (1/12) / (1 + 1/12) = 1/13; the new scale equals the old one
+    half = _at_iteration(model, x, samples, 50)
+    assert half['gshare_color_a'].item() == pytest.approx(1 / 13, rel=1e-5)
+    assert half['beta_a'].item() == pytest.approx(beta * 0.25, rel=1e-5)
+    with pytest.raises(ValueError, match='color_share needs grad_share_interval'):
+        CoTrainingSegmentor(**TINY, color_share=0.2)
+    # the ablation rows without a colouriser inherit the option: it does nothing there
+    model_c = CoTrainingSegmentor(**dict(TINY, colorization_head=None), color_share=0.2,
+                                  grad_share_interval=1)
+    assert model_c.color_share is None and 'color_scale' not in model_c.state_dict()
+    with pytest.raises(ValueError, match=r'color_share must lie in \(0, 1\)'):
+        CoTrainingSegmentor(**TINY, color_share=1.0, grad_share_interval=1)
 
 
 def test_full_supervision_and_switches():

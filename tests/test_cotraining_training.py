@@ -20,7 +20,8 @@ TINY = ['model.backbone.encoder.base_channels=8', 'model.backbone.encoder.stem_c
 
 def _options(data: str, iters: int) -> list:
     opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
+            'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3',
+            'default_hooks.logger.interval=1',
             'train_dataloader.batch_size=2', 'custom_hooks.0.interval=2',
             # labels from the points on the fly (the configs read precomputed PNGs)
             'train_dataloader.dataset.pipeline.4.label_dir=None',
@@ -74,19 +75,24 @@ def _other_net_probs(ckpt_path: str, data: str, store: dict) -> dict:
 def test_cotraining_trains_refreshes_and_resumes(tiny_synthetic, tmp_path):
     work = str(tmp_path / 'run')
     run_tool(['tools/train.py', CFG, '--work-dir', work, '--cfg-options',
-              *_options(tiny_synthetic, 4)])
+              *_options(tiny_synthetic, 5)])
     records = _records(work)
     train = [r for r in records if 'loss_vor_a' in r or 'loss_vor_b' in r]
-    assert [r['iter'] for r in train] == [1, 2, 3, 4]
-    # 4 training images, batch 2, interval 2 iterations: refreshes after iterations 2, 4
+    assert [r['iter'] for r in train] == [1, 2, 3, 4, 5]
+    # 4 training images, batch 2, interval 2 iterations, 5 iterations: refreshes after
+    # iterations 2 and 4 (none could follow the last one)
     assert [r['ema_refreshes'] for r in records if 'ema_refreshes' in r][-1] == 2
-    for r in train:  # alpha = (N / Nmax)^2, beta = 0.1 (1 - N / Nmax)^2 at N = iter - 1
-        progress = (r['iter'] - 1) / 4
+    for r in train:  # alpha = (N / Nmax)^2 at N = iter - 1
+        progress = (r['iter'] - 1) / 5
         assert r['alpha'] == pytest.approx(progress**2, abs=1e-6)
-        assert r['beta'] == pytest.approx(0.1 * (1 - progress)**2, abs=1e-6)
+    # the colour term is normalised: at the first measurement (iteration 0) it holds
+    # color_share = 0.3 of the gradient norms on each net's segmenter that had a sample
+    first = train[0]
+    shares = [first[k] for k in ('gshare_color_a', 'gshare_color_b') if k in first]
+    assert shares and shares == pytest.approx([0.3] * len(shares), abs=1e-4)
     ck2 = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=False)
     state2 = ck2['ema_pseudo_labels']
-    assert state2['refreshes'] == 1
+    assert state2['refreshes'] == 1 and state2['momentum'] == 0.5
     train_imgs = sorted(glob.glob(osp.join(tiny_synthetic, 'img_dir', 'train', '*.png')))
     assert sorted(state2['store']) == train_imgs
     # first refresh stores the other net's prediction itself (eq. (5) with p_0 = y)
@@ -94,23 +100,27 @@ def test_cotraining_trains_refreshes_and_resumes(tiny_synthetic, tmp_path):
     for path, stored in state2['store'].items():
         assert stored.dtype == np.float16 and stored.shape == (64, 64)
         np.testing.assert_allclose(stored.astype(np.float32), y2[path], atol=2e-3)
-    # second refresh: p_2 = 0.1 y + 0.9 p_1, y from the iteration-4 weights
+    # second refresh: p_2 = 0.5 y + 0.5 p_1, y from the iteration-4 weights
     ck4 = torch.load(osp.join(work, 'iter_4.pth'), map_location='cpu', weights_only=False)
     state4 = ck4['ema_pseudo_labels']
     assert state4['refreshes'] == 2
     y4 = _other_net_probs(osp.join(work, 'iter_4.pth'), tiny_synthetic, state4['store'])
     for path, stored in state4['store'].items():
-        expected = 0.1 * y4[path] + 0.9 * state2['store'][path].astype(np.float32)
+        expected = 0.5 * y4[path] + 0.5 * state2['store'][path].astype(np.float32)
         np.testing.assert_allclose(stored.astype(np.float32), expected, atol=2e-3)
+    ck5 = torch.load(osp.join(work, 'iter_5.pth'), map_location='cpu', weights_only=False)
+    assert ck5['ema_pseudo_labels']['refreshes'] == 2  # none after the last iteration
 
     # a run killed after iteration 2 and resumed from its checkpoint: the store comes back
     # from the checkpoint and the run ends like the uninterrupted one (mmengine skips the
     # consumed batches, so the augmentations repeat). Adam turns float noise in a
     # near-zero gradient into a step of up to lr = 1e-3, so a few weights may differ;
     # another batch or a lost store would move almost every weight.
+    # the colour scale (a buffer) comes back from the checkpoint as well: with a lost scale
+    # the resumed run would weigh L_color differently and move most weights
     resumed = str(tmp_path / 'resumed')
     run_tool(['tools/train.py', CFG, '--work-dir', resumed, '--resume',
-              osp.join(work, 'iter_2.pth'), '--cfg-options', *_options(tiny_synthetic, 4)])
+              osp.join(work, 'iter_2.pth'), '--cfg-options', *_options(tiny_synthetic, 5)])
     log = ''.join(open(p).read() for p in glob.glob(osp.join(resumed, '*', '*.log')))
     assert '4 stored pseudo labels after 1 refreshes' in log
     res4 = torch.load(osp.join(resumed, 'iter_4.pth'), map_location='cpu', weights_only=False)
@@ -124,16 +134,20 @@ def test_cotraining_trains_refreshes_and_resumes(tiny_synthetic, tmp_path):
     for path, stored in state4['store'].items():
         np.testing.assert_allclose(res4['ema_pseudo_labels']['store'][path].astype(np.float32),
                                    stored.astype(np.float32), atol=1e-2)
+    scale = ck2['state_dict']['color_scale']
+    assert torch.isfinite(scale).all()  # both nets measured by iteration 2
+    torch.testing.assert_close(res4['state_dict']['color_scale'],
+                               ck4['state_dict']['color_scale'], rtol=1e-3, atol=0)
 
     proc = run_tool(['tools/test.py', CFG, osp.join(work, 'iter_4.pth'), '--work-dir',
-                     str(tmp_path / 'test'), '--cfg-options', *_options(tiny_synthetic, 4)])
+                     str(tmp_path / 'test'), '--cfg-options', *_options(tiny_synthetic, 5)])
     assert 'nuclei/dice_obj' in proc.stdout + proc.stderr
 
     # the picture tool draws the same checkpoint: 5 panels of a 64x64 test tile
     png = str(tmp_path / 'draw.png')
     run_tool(['tools/analysis_tools/draw_point_supervision.py', CFG,
               osp.join(work, 'iter_4.pth'), '--index', '1', '--out', png, '--cfg-options',
-              *_options(tiny_synthetic, 4)])
+              *_options(tiny_synthetic, 5)])
     from PIL import Image
     with Image.open(png) as im:
         assert im.size[0] > 4 * im.size[1]  # one row of panels

@@ -200,9 +200,68 @@ def test_positive_none_and_negative_off():
     assert np.argwhere(neg).tolist() == [[5, 1]]
 
 
+def test_fixed_positive_never_overrides_a_negative():
+    # Negative wins for the fixed-threshold baseline too: the positive is masked (-1), not
+    # moved to another patch. Two ways a conflict arises:
+    # (1) an old negative (multi-NPL): BAG10, threshold 0.8 -> conf >= 0.8 are patches
+    #     0 (0.9, class 0), 4 (0.8, class 1), 5 (0.95, class 1), 9 (0.85, class 2); patch 5
+    #     carries an old negative 1 -> masked. The new negative (patch 2, class 0, conf 0.5)
+    #     is below the threshold anyway.
+    old = np.zeros((10, 3), bool)
+    old[5, 1] = True
+    pos, neg = select_pseudo_labels(BAG10, TCR10, old, positive='fixed', threshold=0.8)
+    assert fixed_threshold_labels(BAG10, 0.8).tolist() == [0, -1, -1, -1, 1, 1, -1, -1, -1, 2]
+    assert pos.tolist() == [0, -1, -1, -1, 1, -1, -1, -1, -1, 2]
+    assert np.argwhere(neg).tolist() == [[2, 0], [5, 1]]
+    # (2) a negative given this round: the SAE = 1 bag of the test above gives negative 0 to
+    #     all six class-0 patches (0-5), the confident ones included; threshold 0.9 ->
+    #     fixed labels 0 for patches 0 (0.9) and 5 (0.95), 1 for patch 6 (0.9) -> the two
+    #     class-0 positives are masked, patch 6 keeps its positive
+    confs = [0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.9, 0.6, 0.7, 0.6]
+    probs = rows_for(confs, [0] * 6 + [1] * 4)
+    pos, neg = select_pseudo_labels(probs, [0.0, 0.2, 0.8], positive='fixed', threshold=0.9)
+    assert fixed_threshold_labels(probs, 0.9).tolist() == [0, -1, -1, -1, -1, 0, 1, -1, -1, -1]
+    assert pos.tolist() == [-1, -1, -1, -1, -1, -1, 1, -1, -1, -1]
+    assert np.argwhere(neg).tolist() == [[i, 0] for i in range(6)] + [[9, 1]]
+    # without negative labelling the baseline is fixed_threshold_labels itself
+    pos, neg = select_pseudo_labels(probs, [0.0, 0.2, 0.8], positive='fixed', threshold=0.9,
+                                    negative=False)
+    assert pos.tolist() == fixed_threshold_labels(probs, 0.9).tolist() and not neg.any()
+
+
+def test_multi_npl_new_negatives_per_round():
+    # A round adds n_neg_c minus the chosen patches that already carry negative c.
+    # Round 1 = BAG10 (test above): n_neg_0 = 1 -> patch 2 (conf 0.5): 1 new negative.
+    pos1, neg1 = select_pseudo_labels(BAG10, TCR10)
+    assert np.argwhere(neg1).tolist() == [[2, 0]]
+    # Round 2, the model has not moved (same probabilities): again n_neg_0 = 1, and the
+    # least confident class-0 patch is patch 2 again -> 0 new negatives; positives as round 1
+    pos2, neg2 = select_pseudo_labels(BAG10, TCR10, neg1)
+    assert (neg2 & ~neg1).sum(0).tolist() == [0, 0, 0]
+    assert pos2.tolist() == pos1.tolist()
+    # Round 3, patch 6 moves from class 1 (0.55) to class 0 with conf 0.45:
+    # PCR = [5, 3, 2] / 10; SAE = 0.4 + 0.2 + 0.2 = 0.8
+    # NS_0 = 0.8 * 0.4 * (1 - 0.1 / 0.5) = 0.256 -> round(2.56) = 3 -> the three least
+    #   confident of class 0 (0.9, 0.6, 0.5, 0.7, 0.45): patches 6, 2, 1; patch 2 already
+    #   carries negative 0 -> 2 new (patches 1 and 6), 3 in all
+    # NS_1 = NS_2 = 0 (PCR below TCR); PS = 0.2 * [0.1, 0.3, 0.2] -> * 10 = [0.2, 0.6, 0.4]
+    #   -> [0, 1, 0]: patch 5 (0.95) gets positive 1
+    probs3 = BAG10.copy()
+    probs3[6] = [0.45, 0.35, 0.2]
+    pos3, neg3 = select_pseudo_labels(probs3, TCR10, neg2)
+    assert (neg3 & ~neg2).sum(0).tolist() == [2, 0, 0]
+    assert np.argwhere(neg3 & ~neg2).tolist() == [[1, 0], [6, 0]]
+    assert neg3.sum(0).tolist() == [3, 0, 0]
+    assert pos3.tolist() == [-1, -1, -1, -1, -1, 1, -1, -1, -1, -1]
+    # single NPL (no old mask) would have given the same 3 negatives, all counted "new"
+    _, single = select_pseudo_labels(probs3, TCR10)
+    assert np.argwhere(single).tolist() == [[1, 0], [2, 0], [6, 0]]
+
+
 # ------------------------------------------------------------------ independent reference
-def reference_bag(probs, tcr, old=None, positive=True, negative=True):
-    """Slow per-bag selection written from the paper with Python lists and sorted()."""
+def reference_bag(probs, tcr, old=None, positive=True, negative=True, threshold=None):
+    """Slow per-bag selection written from the paper with Python lists and sorted();
+    ``threshold`` set: the fixed-threshold positives instead of eq. (5), negative wins."""
     n, c = len(probs), len(tcr)
     rows = [list(map(float, r)) for r in probs]
     pred = [min(range(c), key=lambda k, r=r: (-r[k], k)) for r in rows]
@@ -224,6 +283,9 @@ def reference_bag(probs, tcr, old=None, positive=True, negative=True):
             neg[i][k] = True
         for i in [i for i in members if not neg[i][k]][:n_pos]:
             pos[i] = k
+    if threshold is not None:
+        pos = [pred[i] if conf[i] >= threshold and not neg[i][pred[i]] else -1
+               for i in range(n)]
     return np.array(pos, np.int64), np.array(neg, bool).reshape(n, c)
 
 
@@ -241,18 +303,29 @@ def random_bags(seed, num_bags=50, c=4):
     return probs, bag_index, ratios, old
 
 
+def _reference_mode(mode: dict) -> dict:
+    return dict(positive=mode.get('positive') != 'none', negative=mode.get('negative', True),
+                threshold=mode.get('threshold') if mode.get('positive') == 'fixed' else None)
+
+
 @pytest.mark.parametrize('seed', [0, 1, 2])
-@pytest.mark.parametrize('mode', [dict(), dict(positive='none'), dict(negative=False)])
+@pytest.mark.parametrize('mode', [dict(), dict(positive='none'), dict(negative=False),
+                                  dict(positive='fixed', threshold=0.6)])
 def test_batched_equals_reference_and_per_bag_calls(seed, mode):
     probs, bag_index, ratios, old = random_bags(seed)
     pos, neg = select_pseudo_labels_bags(probs, bag_index, ratios, old, **mode)
+    # the random bags exercise every path: some positives, some new negatives, and (fixed)
+    # some confident patches whose positive a negative masks
     assert (pos >= 0).sum() > 0 or mode.get('positive') == 'none'
     assert (neg & ~old).sum() > 0 or mode.get('negative') is False
+    pred = probs.argmax(1)
+    assert not neg[np.flatnonzero(pos >= 0), pos[pos >= 0]].any()  # never both
+    if mode.get('positive') == 'fixed':
+        assert ((probs.max(1) >= 0.6) & neg[np.arange(len(pred)), pred]).any()
     for b in range(len(ratios)):
         idx = np.flatnonzero(bag_index == b)
-        ref_pos, ref_neg = reference_bag(
-            probs[idx], ratios[b], old[idx], positive=mode.get('positive') != 'none',
-            negative=mode.get('negative', True))
+        ref_pos, ref_neg = reference_bag(probs[idx], ratios[b], old[idx],
+                                         **_reference_mode(mode))
         np.testing.assert_array_equal(pos[idx], ref_pos, err_msg=f'bag {b}')
         np.testing.assert_array_equal(neg[idx], ref_neg, err_msg=f'bag {b}')
         one_pos, one_neg = select_pseudo_labels(probs[idx], ratios[b], old[idx], **mode)
@@ -262,9 +335,7 @@ def test_batched_equals_reference_and_per_bag_calls(seed, mode):
     pos, neg = select_pseudo_labels_bags(probs, bag_index, ratios, **mode)
     for b in range(0, len(ratios), 7):
         idx = np.flatnonzero(bag_index == b)
-        ref_pos, ref_neg = reference_bag(probs[idx], ratios[b], None,
-                                         positive=mode.get('positive') != 'none',
-                                         negative=mode.get('negative', True))
+        ref_pos, ref_neg = reference_bag(probs[idx], ratios[b], None, **_reference_mode(mode))
         np.testing.assert_array_equal(pos[idx], ref_pos)
         np.testing.assert_array_equal(neg[idx], ref_neg)
 
@@ -342,7 +413,9 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r'true_ratios: expected shape \(bags, 3\)'):
         select_pseudo_labels_bags(probs, bags, np.array([[0.5, 0.5], [0.5, 0.5]]))
     with pytest.raises(ValueError, match="positive: expected one of"):
-        select_pseudo_labels(probs, [0.5, 0.5, 0.0], positive='fixed')
+        select_pseudo_labels(probs, [0.5, 0.5, 0.0], positive='soft')
+    with pytest.raises(ValueError, match='threshold: expected a number in'):
+        select_pseudo_labels(probs, [0.5, 0.5, 0.0], positive='fixed', threshold=1.5)
     with pytest.raises(ValueError, match=r'true_ratio: bag 0 sums to 0\.500000'):
         selection_rates(np.array([0, 1]), 3, [0.5, 0.0, 0.0])
     with pytest.raises(ValueError, match='pred: entry 1 is 3'):

@@ -20,8 +20,7 @@ from projects.common.runner_utils import buffers_from_rank0, hook_model
 from .classifier import PatchClassifier
 from .dataset import ProportionBagDataset
 from .sampler import PseudoLabelSampler
-from .selection import (bag_sae, fixed_threshold_labels, select_pseudo_labels_bags,
-                        training_pool)
+from .selection import bag_sae, select_pseudo_labels_bags, training_pool
 
 CKPT_KEY = 'negative_pseudo_labels'
 _POSITIVE = (None, 'fixed', 'adaptive')
@@ -46,14 +45,19 @@ class NegativePseudoLabelHook(Hook):
       accumulated over rounds (multi-NPL, sect. 3.3, weighted by eq. (4) in the loss);
       ``None``: none.
 
+    Negative wins in every combination: a patch that carries negative label c never gets
+    positive label c (with ``'fixed'`` the positive is masked, see
+    :func:`~projects.negative_pseudo_labels.selection.select_pseudo_labels_bags`).
+
     The training pool becomes labelled + positive pseudo-labelled patches (rare classes
     oversampled when ``oversample``) + negative-only patches once
     (:func:`~projects.negative_pseudo_labels.selection.training_pool`); the model gets the
     targets (:meth:`PatchClassifier.set_pseudo_labels`). Counts per class and kind are
-    logged each round and appended to ``<work_dir>/npl_rounds.json`` (the totals and the
-    mean SAE of the bags also go to the training log as ``npl_pos``, ``npl_neg``,
-    ``npl_sae``); with ``save_rounds`` each round's labels
-    go to ``<work_dir>/npl_round_<k>.npz``. The state (labels, negatives, round) is stored
+    logged each round and appended to ``<work_dir>/npl_rounds.json`` (``negative``: the
+    negative labels held after the round; ``negative_new``: those the patches did not hold
+    before it; the totals and the mean SAE of the bags also go to the training log as
+    ``npl_pos``, ``npl_neg``, ``npl_sae``); with ``save_rounds`` each round's labels go to
+    ``<work_dir>/npl_round_<k>.npz``. The state (labels, negatives, round) is stored
     in the checkpoint, so ``--resume`` continues with the same labels and pool. Before the
     first round nothing changes: the run is the supervised one (sampler pool and targets
     from the labelled patches).
@@ -186,20 +190,18 @@ class NegativePseudoLabelHook(Hook):
                              "bag (bags='all' and train.json with labelled: false bags)")
         probs = self.predict(runner, weak)
         bag = dataset.patch_bag[weak]
-        old_neg = self.state['negative'][weak] if self.negative_mode == 'multi' else None
+        before = self.state['negative'][weak].copy()
+        old_neg = before if self.negative_mode == 'multi' else None
+        # 'fixed' positives are masked where the patch carries a negative of that class
         pos, neg = select_pseudo_labels_bags(
-            probs, bag, dataset.bag_ratios, old_neg,
-            positive='adaptive' if self.positive_mode == 'adaptive' else 'none',
-            negative=self.negative_mode is not None)
-        if self.positive_mode == 'fixed':
-            pos = fixed_threshold_labels(probs, self.threshold)
-        if self.negative_mode is None:
-            neg = np.zeros_like(neg)
+            probs, bag, dataset.bag_ratios, old_neg, positive=self.positive_mode or 'none',
+            negative=self.negative_mode is not None, threshold=self.threshold)
         self.state['positive'][weak] = pos
         self.state['negative'][weak] = neg
         self.state['round'] += 1
         self._apply(runner)
-        self._log(runner, classes, probs, bag, dataset.bag_ratios, pos, neg, weak)
+        self._log(runner, classes, probs, bag, dataset.bag_ratios, pos, neg, weak,
+                  neg & ~before)
 
     def _apply(self, runner: Runner) -> None:
         _model(runner).set_pseudo_labels(self.state['positive'], self.state['negative'])
@@ -208,7 +210,8 @@ class NegativePseudoLabelHook(Hook):
             self.state['positive'], self.state['negative'], num_classes, self.oversample,
             self.seed + self.state['round']))
 
-    def _log(self, runner: Runner, classes, probs, bag, ratios, pos, neg, weak) -> None:
+    def _log(self, runner: Runner, classes, probs, bag, ratios, pos, neg, weak,
+             new_neg) -> None:
         num_classes = len(classes)
         sae = float(np.nanmean(bag_sae(probs.argmax(1), bag, ratios)))
         n_pos = np.bincount(pos[pos >= 0], minlength=num_classes)
@@ -217,12 +220,14 @@ class NegativePseudoLabelHook(Hook):
                       weak_patches=int(weak.size), mean_sae=round(sae, 6),
                       positive={c: int(n) for c, n in zip(classes, n_pos)},
                       negative={c: int(n) for c, n in zip(classes, n_neg)},
+                      negative_new={c: int(n) for c, n in zip(classes, new_neg.sum(0))},
                       pool=int(len(self._sampler(runner).pool)))
         hub = runner.message_hub
         hub.update_scalar('train/npl_sae', sae)
         hub.update_scalar('train/npl_pos', float(n_pos.sum()))
         hub.update_scalar('train/npl_neg', float(n_neg.sum()))
-        table = ', '.join(f'{c}: +{a} / -{b}' for c, a, b in zip(classes, n_pos, n_neg))
+        table = ', '.join(f'{c}: +{a} / -{b} ({d} new)' for c, a, b, d in
+                          zip(classes, n_pos, n_neg, new_neg.sum(0)))
         print_log(f'NegativePseudoLabelHook round {self.state["round"]} (epoch {runner.epoch}): '
                   f'{weak.size} proportion-only patches, mean SAE {sae:.3f}; pseudo labels '
                   f'(positive / negative) {table}; training pool {record["pool"]}',

@@ -18,10 +18,16 @@ to the number of patches predicted c. Within the patches predicted c, ordered by
 descending with ties broken by the lower patch index first, negative label c goes to the
 last n_neg_c (least confident first; among equal conf the higher index first) and positive
 label c to the first n_pos_c that carry no accumulated negative label c (old ones, and
-the ones given this round: negative wins). Multi-NPL (sect. 3.3): the returned negative
-mask is old | new; a patch predicted c that already carries negative c can be chosen
-again (a no-op in the mask), exactly as the paper's rule "the least confident patches
-predicted c" reads.
+the ones given this round: negative wins). With ``positive='fixed'`` (the baseline, max
+probability >= threshold) the same rule holds: a patch that carries negative c loses a
+fixed-threshold positive c (it is masked, not replaced), so no patch is ever positive and
+negative for the same class.
+
+Multi-NPL (sect. 3.3): the returned negative mask is old | new; a patch predicted c that
+already carries negative c can be chosen again (a no-op in the mask), exactly as the
+paper's rule "the least confident patches predicted c" reads. A round therefore adds
+n_neg_c minus the number of chosen patches that already carried negative c *new*
+negatives of class c: between 0 and n_neg_c (the hook logs them as ``negative_new``).
 """
 from typing import Optional, Tuple
 
@@ -30,7 +36,7 @@ import numpy as np
 ROUND_EPS = 1e-9  # 2.5 computed as 2.4999999999999996 still rounds up to 3
 SUM_TOL = 1e-3  # tolerance on sum(probs row) = 1 and sum(ratio) = 1
 PROB_EPS = 1e-6  # float32 softmax round-off allowed outside [0, 1]
-POSITIVE_MODES = ('adaptive', 'none')
+POSITIVE_MODES = ('adaptive', 'fixed', 'none')
 
 
 def round_half_up(x: np.ndarray) -> np.ndarray:
@@ -93,6 +99,14 @@ def _check_labels(labels, name: str, low: int, high: int) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
+def _check_threshold(threshold: float) -> float:
+    """A number in [0, 1] (the fixed pseudo-labelling threshold)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
+            or not np.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f'threshold: expected a number in [0, 1], got {threshold!r}')
+    return float(threshold)
+
+
 def _check_negatives(negatives, shape: Tuple[int, int], name: str = 'negatives') -> np.ndarray:
     """(N, C) bool mask."""
     neg = np.asarray(negatives)
@@ -152,18 +166,22 @@ def select_pseudo_labels_bags(probs: np.ndarray, bag_index: np.ndarray,
                               true_ratios: np.ndarray,
                               negatives: Optional[np.ndarray] = None, *,
                               positive: str = 'adaptive',
-                              negative: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                              negative: bool = True,
+                              threshold: float = 0.95) -> Tuple[np.ndarray, np.ndarray]:
     """Select pseudo labels for all bags at once (vectorised, no loop over bags/patches).
 
     probs (N, C) softmax probabilities; bag_index (N,) in [0, B) (bags need not be
     contiguous); true_ratios (B, C) TCR per bag; negatives: accumulated (N, C) bool mask of
     earlier rounds (multi-NPL, sect. 3.3) or None. ``positive='adaptive'`` assigns eq. (5)
-    positives, ``'none'`` none; ``negative=False`` adds no new negatives (old ones are still
-    returned and still block positives). Returns positive labels (N,) int64 (-1 = none) and
-    the negative mask old | new (N, C). Selection rule: see the module docstring.
+    positives, ``'fixed'`` the baseline's (max probability >= ``threshold``, masked where
+    the patch carries a negative label of that class), ``'none'`` none; ``negative=False``
+    adds no new negatives (old ones are still returned and still block positives). Returns
+    positive labels (N,) int64 (-1 = none) and the negative mask old | new (N, C).
+    Selection rule: see the module docstring.
     """
     if positive not in POSITIVE_MODES:
         raise ValueError(f'positive: expected one of {POSITIVE_MODES}, got {positive!r}')
+    threshold = _check_threshold(threshold)
     tcr = np.asarray(true_ratios, dtype=np.float64)
     if tcr.ndim != 2:
         raise ValueError(f'true_ratios: expected shape (bags, classes), got {tcr.shape}')
@@ -203,11 +221,15 @@ def select_pseudo_labels_bags(probs: np.ndarray, bag_index: np.ndarray,
     acc = np.zeros((n, c), bool) if old is None else old.copy()
     neg_idx = order[new_neg_s]
     acc[neg_idx, pred[neg_idx]] = True  # old | new
+    labels = np.full(n, -1, np.int64)
+    if positive == 'fixed':  # negative wins: mask, do not replace
+        keep = (conf >= threshold) & ~acc[rows, pred]
+        labels[keep] = pred[keep]
+        return labels, acc
     cand_s = ~acc[order, pred[order]]  # no (old or new) negative of its predicted class
     before = np.cumsum(cand_s) - cand_s  # candidates earlier in the sorted order
     cand_rank_s = before - before[start_s]  # candidate rank within the group
     pos_idx = order[cand_s & (cand_rank_s < n_pos[key_s])]
-    labels = np.full(n, -1, np.int64)
     labels[pos_idx] = pred[pos_idx]
     return labels, acc
 
@@ -215,7 +237,8 @@ def select_pseudo_labels_bags(probs: np.ndarray, bag_index: np.ndarray,
 def select_pseudo_labels(probs: np.ndarray, true_ratio: np.ndarray,
                          negatives: Optional[np.ndarray] = None, *,
                          positive: str = 'adaptive',
-                         negative: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                         negative: bool = True,
+                         threshold: float = 0.95) -> Tuple[np.ndarray, np.ndarray]:
     """Pseudo labels of one bag: probs (N, C), true_ratio (C,), negatives (N, C) bool or None.
 
     Returns positive labels (N,) int64 with -1 where none (adaptive pseudo labelling,
@@ -228,7 +251,8 @@ def select_pseudo_labels(probs: np.ndarray, true_ratio: np.ndarray,
     p = np.asarray(probs)
     n = p.shape[0] if p.ndim >= 1 else 0
     return select_pseudo_labels_bags(p, np.zeros(n, np.int64), tcr[None], negatives,
-                                     positive=positive, negative=negative)
+                                     positive=positive, negative=negative,
+                                     threshold=threshold)
 
 
 def fixed_threshold_labels(probs: np.ndarray, threshold: float = 0.95) -> np.ndarray:
@@ -236,8 +260,7 @@ def fixed_threshold_labels(probs: np.ndarray, threshold: float = 0.95) -> np.nda
 
     Returns argmax (ties -> lowest class) where the max probability >= threshold, else -1.
     """
-    if isinstance(threshold, bool) or not np.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f'threshold: expected a number in [0, 1], got {threshold!r}')
+    threshold = _check_threshold(threshold)
     p = _check_probs(probs)
     pred = p.argmax(1)
     return np.where(p[np.arange(len(p)), pred] >= threshold, pred, -1).astype(np.int64)

@@ -57,6 +57,57 @@ def ema_update(previous: Optional[np.ndarray], prediction: np.ndarray,
     return (momentum * prediction + (1.0 - momentum) * previous.astype(np.float32))
 
 
+def ema_weights(num_refreshes: int, momentum: float) -> np.ndarray:
+    """Weights of the predictions y_1..y_n in the store after n refreshes of :func:`ema_update`.
+
+    ``w_n = a``, ``w_{n-k} = a (1 - a)^k`` for k < n - 1, ``w_1 = (1 - a)^(n-1)`` (the first
+    refresh stores y_1 itself); they sum to 1. E.g. n = 3, a = 0.1: [0.81, 0.09, 0.1].
+    """
+    if isinstance(num_refreshes, bool) or not isinstance(num_refreshes, (int, np.integer)) \
+            or num_refreshes < 1:
+        raise ValueError(f'ema_weights: num_refreshes must be an int >= 1, got '
+                         f'{num_refreshes!r}')
+    if not 0.0 < momentum <= 1.0:
+        raise ValueError(f'EMA weight a must lie in (0, 1], got {momentum}')
+    age = np.arange(num_refreshes - 1, -1, -1, dtype=np.float64)  # y_1 is the oldest
+    w = momentum * (1.0 - momentum)**age
+    w[0] = (1.0 - momentum)**(num_refreshes - 1)
+    return w
+
+
+def grad_norms(terms: Dict[str, Tensor], params: Sequence[Tensor]) -> Dict[str, float]:
+    """``||d term / d params||_2`` of each loss term, all parameters as one vector.
+
+    A term that does not reach a parameter contributes 0 there; a term without a graph has
+    norm 0. The graph is kept (``retain_graph=True``), so the caller can still
+    back-propagate the sum.
+    """
+    params = [p for p in params if p.requires_grad]
+    norms: Dict[str, float] = {}
+    for name, term in terms.items():
+        if not term.requires_grad:
+            norms[name] = 0.0
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        sq = sum(float(g.detach().double().pow(2).sum()) for g in grads if g is not None)
+        norms[name] = sq**0.5
+    return norms
+
+
+def norm_shares(norms: Dict[str, float]) -> Dict[str, float]:
+    """``share_k = norm_k / sum_j norm_j`` (all 0 when every norm is 0)."""
+    total = sum(norms.values())
+    return {k: (v / total if total > 0 else 0.0) for k, v in norms.items()}
+
+
+def grad_norm_shares(terms: Dict[str, Tensor],
+                     params: Sequence[Tensor]) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Gradient norm of each loss term on ``params`` (:func:`grad_norms`) and its share of
+    the sum of the norms (:func:`norm_shares`)."""
+    norms = grad_norms(terms, params)
+    return norms, norm_shares(norms)
+
+
 def pseudo_label(cluster: Tensor, ema: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """Eq. (6): the cluster label where it is 0 / 1, the EMA probability where it is ignored.
 
@@ -124,6 +175,10 @@ class SCNet(nn.Module):
         feats = self.backbone(x)
         return self.classifier(feats[-1])
 
+    def segmenter_parameters(self) -> List[nn.Parameter]:
+        """The parameters of S (ResUNet + classifier), not those of the colouriser."""
+        return list(self.backbone.parameters()) + list(self.classifier.parameters())
+
 
 def _stack_map(samples: Sequence[SegDataSample], key: str, size: Tuple[int, int],
                pad: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -152,6 +207,26 @@ class CoTrainingSegmentor(BaseSegmentor):
     ``supervision='full'`` trains the same nets with cross-entropy on the full masks
     (``gt_sem_seg``, the upper bound of Table I).
 
+    Measuring the terms: with ``grad_share_interval`` K > 0, every K-th iteration
+    (N % K == 0) each net measures the gradient norm of each weighted term on its
+    segmenter's parameters (ResUNet + classifier; :func:`grad_norms`, one extra backward
+    pass per term), and from then on the loss dict logs the latest shares of the norms,
+    norm_k / sum_j norm_j, as ``gshare_{vor,clu,cot,color}_{a,b}`` (``self.grad_shares``).
+
+    Colourisation weight: ``color_share=None`` is the paper's ``beta = eps (1 - N/Nmax)^2``.
+    ``color_share`` s in (0, 1) normalises the target instead: at each measurement net k
+    sets ``scale_k = s / (1 - s) * (sum of the other terms' norms) / ||grad L_color||`` and
+    uses ``beta_k = scale_k (1 - N/Nmax)^2`` until the next one, so the colour term holds
+    the share s of the gradient at the start and fades with the paper's schedule (``eps``
+    is then unused; ``scale_k`` is the buffer ``color_scale``, saved in checkpoints). It
+    needs ``grad_share_interval``; a net measures out of turn while it has no scale yet.
+    The colour share logged at a measurement is the one under the weight in force *before*
+    the update (what the last K iterations had), except at the first one. Without a
+    colouriser (the ablation rows) ``color_share`` and ``color_warmup_iters`` do nothing.
+    ``color_warmup_iters`` W: for N < W the colour loss sees a detached probability map,
+    so it trains the colouriser only and the segmenter gets no colour gradient until the
+    colouriser has learned something (the paper weight, or the last scale, applies).
+
     The half of every training image (``self.halves``: img_path -> 0 / 1) and the EMA
     store (``self.pseudo_store``: img_path -> nucleus probability map of the *other* net)
     are set by :class:`~.hooks.EMAPseudoLabelHook`. Training samples need
@@ -173,6 +248,9 @@ class CoTrainingSegmentor(BaseSegmentor):
                  supervision: str = 'points',
                  eta: float = 1.0,
                  eps: float = 0.1,
+                 color_share: Optional[float] = None,
+                 color_warmup_iters: int = 0,
+                 grad_share_interval: int = 0,
                  num_nets: int = 2,
                  size_divisor: int = 32,
                  test_cfg: Optional[dict] = None,
@@ -187,6 +265,21 @@ class CoTrainingSegmentor(BaseSegmentor):
             raise ValueError(f'num_nets must be 1 or 2, got {num_nets}')
         if use_cotraining and num_nets != 2:
             raise ValueError('co-training needs num_nets=2')
+        for name, value in (('color_warmup_iters', color_warmup_iters),
+                            ('grad_share_interval', grad_share_interval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f'CoTrainingSegmentor: {name} must be an int >= 0, got '
+                                 f'{value!r}')
+        if not eps >= 0 or not eta >= 0:
+            raise ValueError(f'CoTrainingSegmentor: eta and eps must be >= 0, got eta={eta}, '
+                             f'eps={eps}')
+        if color_share is not None:
+            if not 0.0 < color_share < 1.0:
+                raise ValueError(f'CoTrainingSegmentor: color_share must lie in (0, 1), got '
+                                 f'{color_share}')
+            if grad_share_interval < 1:
+                raise ValueError('CoTrainingSegmentor: color_share needs grad_share_interval '
+                                 '>= 1 (the weight is set from the measured gradient norms)')
         self.nets = nn.ModuleList(SCNet(backbone, colorization_head) for _ in range(num_nets))
         self.use_voronoi = use_voronoi
         self.use_cluster = use_cluster
@@ -195,6 +288,13 @@ class CoTrainingSegmentor(BaseSegmentor):
         self.supervision = supervision
         self.eta = eta
         self.eps = eps
+        self.color_share = color_share
+        self.color_warmup_iters = color_warmup_iters
+        self.grad_share_interval = grad_share_interval
+        if color_share is not None and self.use_colorization and supervision == 'points':
+            self.register_buffer('color_scale', torch.full((num_nets, ), float('nan')))
+        else:  # nothing to normalise (no colouriser, or full supervision)
+            self.color_share = None
         self.size_divisor = size_divisor
         cfg = dict(mode='slide', crop_size=224, overlap=80, postprocess=True, min_size=20,
                    batch_size=8)
@@ -205,8 +305,16 @@ class CoTrainingSegmentor(BaseSegmentor):
         self.align_corners = False
         self.halves: Dict[str, int] = {}
         self.pseudo_store: Dict[str, np.ndarray] = {}
+        self.grad_shares: Dict[str, float] = {}  # latest gshare_* (grad_share_interval)
+        self.color_weights: Dict[str, float] = {}  # beta of each net in this iteration
 
     # ------------------------------------------------------------------ training
+    @staticmethod
+    def iteration() -> int:
+        """``N``: the runner's current iteration (0 outside a runner)."""
+        it = MessageHub.get_current_instance().get_info('iter')
+        return 0 if it is None else int(it)
+
     @staticmethod
     def progress() -> float:
         """``N / Nmax``: the runner's iteration over its maximum (0 outside a runner)."""
@@ -248,8 +356,29 @@ class CoTrainingSegmentor(BaseSegmentor):
             out.append(ema)
         return torch.stack(out) if found else None
 
+    def _color_weight(self, k: int, beta: float) -> float:
+        """beta of net k: the paper's, or ``color_scale[k] * (1 - N/Nmax)^2`` once measured."""
+        if self.color_share is None or not torch.isfinite(self.color_scale[k]):
+            return beta
+        return float(self.color_scale[k]) * (1.0 - self.progress())**2
+
+    def _update_color_weight(self, k: int, beta: float,
+                             norms: Dict[str, float]) -> Tuple[float, float]:
+        """beta of net k for this step, after a new scale from ``norms`` (normalised mode,
+        when measured), and the weight whose share is logged: the one in force before the
+        update, or the new one at the first measurement."""
+        before = self._color_weight(k, beta)
+        others = sum(v for name, v in norms.items() if name != 'color')
+        if self.color_share is None or not norms.get('color', 0.0) > 0 or not others > 0:
+            return before, before
+        first = not bool(torch.isfinite(self.color_scale[k]))
+        self.color_scale[k] = self.color_share / (1.0 - self.color_share) * others / \
+            norms['color']
+        weight = self._color_weight(k, beta)
+        return weight, (weight if first else before)
+
     def _net_losses(self, k: int, inputs: Tensor, samples: List[SegDataSample],
-                    alpha: float, beta: float) -> Dict[str, Tensor]:
+                    alpha: float, beta: float, measure: bool = False) -> Dict[str, Tensor]:
         net = self.nets[k]
         logits = net(inputs)
         size = tuple(logits.shape[-2:])
@@ -281,20 +410,40 @@ class CoTrainingSegmentor(BaseSegmentor):
                 h, w = s.gt_color.data.shape[-2:]
                 mask[i, :h, :w] = True
             prob = F.softmax(logits, dim=1)[:, 1:2]
-            pred = net.colorizer(prob)
-            losses[f'loss_color_{tag}'] = beta * net.colorizer.loss(pred, color, mask)
+            warmup = self.iteration() < self.color_warmup_iters
+            if warmup:
+                prob = prob.detach()  # warm-up: the colour loss trains the colouriser only
+            color_loss = net.colorizer.loss(net.colorizer(prob), color, mask)  # L_color
+            measure = measure or (self.color_share is not None and not warmup
+                                  and not torch.isfinite(self.color_scale[k]))
+        terms = {name: losses[f'loss_{name}_{tag}'] for name in ('vor', 'clu', 'cot')
+                 if f'loss_{name}_{tag}' in losses}
+        norms = grad_norms(dict(terms, color=color_loss) if self.use_colorization else terms,
+                           net.segmenter_parameters()) if measure else {}
+        if self.use_colorization:
+            weight, shown = self._update_color_weight(k, beta, norms)
+            losses[f'loss_color_{tag}'] = weight * color_loss
+            self.color_weights[tag] = weight
+            if measure:  # the norm of the weighted term (norms scale with the weight)
+                norms['color'] *= shown
+        if measure:
+            self.grad_shares.update(
+                {f'gshare_{name}_{tag}': v for name, v in norm_shares(norms).items()})
         return losses
 
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
         """Eq. (9) summed over the nets; each net only sees the samples of its half."""
         halves = [self.half_of(s) for s in data_samples]
         alpha, beta = loss_weights(self.progress(), self.eta, self.eps)
+        measure = (self.grad_share_interval > 0 and self.supervision == 'points'
+                   and self.iteration() % self.grad_share_interval == 0)
         losses: Dict[str, Tensor] = {}
+        self.color_weights = {}
         for k in range(len(self.nets)):
             idx = [i for i, h in enumerate(halves) if h == k]
             if idx:
                 losses.update(self._net_losses(k, inputs[idx], [data_samples[i] for i in idx],
-                                               alpha, beta))
+                                               alpha, beta, measure))
             else:  # keep every parameter in the graph (DDP) with a zero loss
                 idle = sum(p.sum() for p in self.nets[k].parameters()) * 0.0
                 losses[f'loss_idle_{"ab"[k]}'] = idle
@@ -302,6 +451,13 @@ class CoTrainingSegmentor(BaseSegmentor):
             dev = inputs.device
             losses['alpha'] = torch.tensor(alpha if self.use_cotraining else 0.0, device=dev)
             losses['beta'] = torch.tensor(beta if self.use_colorization else 0.0, device=dev)
+            if self.color_share is not None and self.color_weights:  # each net's own weight
+                for tag, weight in self.color_weights.items():
+                    losses[f'beta_{tag}'] = torch.tensor(weight, device=dev)
+                losses['beta'] = torch.tensor(float(np.mean(list(self.color_weights.values()))),
+                                              device=dev)
+            # the latest measurement, every iteration (the logger averages over its window)
+            losses.update({k: torch.tensor(v, device=dev) for k, v in self.grad_shares.items()})
         return losses
 
     # ----------------------------------------------------------------- inference

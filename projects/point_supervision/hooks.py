@@ -42,11 +42,21 @@ class EMAPseudoLabelHook(Hook):
     epochs (the paper's gamma = 3; in iteration-based loops an epoch is
     ``len(train_dataloader)`` iterations), or every ``interval`` iterations with
     ``by_epoch=False``, each net predicts the full images of the *other* half and the
-    store is updated by eq. (5) with EMA weight ``momentum`` (the authors' code: 0.1).
+    store is updated by eq. (5) with EMA weight ``momentum`` a. No refresh follows the last
+    epoch / iteration (nothing would train on it).
+
+    After n refreshes the store is ``sum_j w_j y_j`` over the predictions y_1..y_n with
+    ``w_n = a``, ``w_{n-k} = a (1 - a)^k`` and ``w_1 = (1 - a)^(n-1)`` (the first refresh
+    stores y_1 itself; :func:`~.cotraining.ema_weights`): the mean age of the target is
+    ``interval * (1 - a) / a`` at a refresh, plus up to ``interval`` until the next one.
+
     Predictions use ``pipeline`` (load the image and turn it into the network input, as
     the training pipeline does, without augmentation) and the model's test mode, or
     ``mode`` (``'whole'``: one forward per image, cheaper than overlapping windows).
-    Without co-training (``use_cotraining=False``) the hook only assigns the halves.
+    Without co-training (``use_cotraining=False``) the hook only assigns the halves. Each
+    refresh logs ``ema_refreshes`` and ``ema_lag``: the mean absolute difference between
+    the new predictions and the store before the update (how far the target trailed the
+    nets).
 
     The store (img_path -> float16 nucleus probability map) is kept outside the model
     weights, in the checkpoint under ``'ema_pseudo_labels'``, so ``--resume`` continues
@@ -58,8 +68,9 @@ class EMAPseudoLabelHook(Hook):
     def __init__(self, pipeline: Optional[List[dict]] = None, interval: int = 3,
                  by_epoch: bool = True, momentum: float = 0.1, seed: int = 0,
                  mode: Optional[str] = None, scope: str = 'mmseg') -> None:
-        if interval < 1:
-            raise ValueError(f'EMAPseudoLabelHook: interval must be >= 1, got {interval}')
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'EMAPseudoLabelHook: interval must be an int >= 1, got '
+                             f'{interval!r}')
         if mode not in (None, 'slide', 'whole'):
             raise ValueError(f"EMAPseudoLabelHook: mode must be None, 'slide' or 'whole', "
                              f'got {mode!r}')
@@ -99,18 +110,24 @@ class EMAPseudoLabelHook(Hook):
                   f'labels after {self.refreshes} refreshes', logger='current')
 
     # ----------------------------------------------------------------- refresh
+    def _epoch_loop(self, runner: Runner) -> bool:
+        return isinstance(runner.train_loop, EpochBasedTrainLoop)
+
     def after_train_iter(self, runner: Runner, batch_idx: int,
                          data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
-        if self.by_epoch and isinstance(runner.train_loop, EpochBasedTrainLoop):
-            return
+        if self.by_epoch and self._epoch_loop(runner):
+            return  # after_train_epoch refreshes
+        step = runner.iter + 1  # iterations done
         per_epoch = max(len(runner.train_dataloader), 1) if self.by_epoch else 1
-        if (runner.iter + 1) % (self.interval * per_epoch) == 0:
+        if step % (self.interval * per_epoch) == 0 and step < runner.max_iters:
             self.refresh(runner)
 
     def after_train_epoch(self, runner: Runner) -> None:
-        if self.by_epoch and isinstance(runner.train_loop, EpochBasedTrainLoop) and \
-                (runner.epoch + 1) % self.interval == 0:
+        if not (self.by_epoch and self._epoch_loop(runner)):
+            return
+        step = runner.epoch + 1  # epochs done
+        if step % self.interval == 0 and step < runner.max_epochs:
             self.refresh(runner)
 
     def _compose(self) -> Compose:
@@ -127,6 +144,7 @@ class EMAPseudoLabelHook(Hook):
             return
         pipeline = self._compose()
         buffers_from_rank0(model)  # every rank's store from the same model
+        lag_sum, lag_count = 0.0, 0
         was_training = model.training
         test_mode = model.test_cfg['mode']
         model.test_cfg['mode'] = self.mode or test_mode
@@ -141,16 +159,25 @@ class EMAPseudoLabelHook(Hook):
                 probs = model.predict_probs(batch['inputs'], nets=(other, ))
                 h, w = data['inputs'].shape[-2:]
                 fg = probs[0, 1, :h, :w].float().cpu().numpy()
-                new = ema_update(self.store.get(path), fg, self.momentum)
+                previous = self.store.get(path)
+                if previous is not None and previous.shape == fg.shape:
+                    lag_sum += float(np.abs(fg - previous.astype(np.float32)).sum())
+                    lag_count += fg.size
+                new = ema_update(previous, fg, self.momentum)
                 self.store[path] = new.astype(np.float16)
         finally:
             model.train(was_training)
             model.test_cfg['mode'] = test_mode
         self.refreshes += 1
         model.pseudo_store = self.store
-        runner.message_hub.update_scalar('train/ema_refreshes', self.refreshes)
+        hub = runner.message_hub
+        hub.update_scalar('train/ema_refreshes', self.refreshes)
+        lag = lag_sum / lag_count if lag_count else float('nan')
+        if lag_count:
+            hub.update_scalar('train/ema_lag', lag)
         print_log(f'EMAPseudoLabelHook: refresh {self.refreshes} of {len(self.store)} pseudo '
-                  f'labels at iteration {runner.iter + 1}', logger='current')
+                  f'labels at iteration {runner.iter + 1} (mean |new prediction - stored| '
+                  f'{lag:.4f})', logger='current')
 
     # -------------------------------------------------------------- checkpoint
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
