@@ -53,6 +53,7 @@ groups = [dict(dataset='tiny', fractions=[0.5], rows=[
     dict(name='calibrated', same_as='stock', operating_point='calib', baseline='stock'),
     dict(name='broken', config='{tmp}/broken.py', baseline='stock'),
 ])]
+headlines = [dict(kind='toy labels', dataset='tiny', fraction=0.5, metric='F1@0.5')]
 '''
 
 
@@ -130,6 +131,28 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     benchmark.main(args + ['--report'])
     assert (open(md, 'rb').read(), open(osp.join(res, 'results.png'), 'rb').read()) == before
 
+    # README blocks: this spec's tables for the rows named, and the headline verdicts
+    repo = tmp_path / 'repo'
+    (repo / 'docs' / 'benchmarks' / 'toy_spec').mkdir(parents=True)
+    heads = json.load(open(osp.join(res, 'headlines.json')))['lines']
+    assert len(heads) == 1 and heads[0].startswith('| toy labels | tiny, 50% | F1@0.5 | '
+                                                   '`calibrated` ')
+    (repo / 'docs' / 'benchmarks' / 'toy_spec' / 'headlines.json').write_text(
+        json.dumps(dict(lines=heads)))
+    (repo / 'README.md').write_text(
+        'intro\n<!-- benchmark:headlines -->\nold\n<!-- /benchmark:headlines -->\n'
+        '<!-- benchmark:toy_spec rows=stock,calibrated -->\nold\n<!-- /benchmark:toy_spec -->'
+        '\nend\n')
+    spec_d = benchmark.load_spec(spec)
+    spec_d['results_dir'] = res
+    tables = benchmark.collect(spec_d, benchmark.read_runs(osp.join(res, 'runs.jsonl')))
+    assert benchmark.update_readmes(spec_d, tables, str(repo)) == [str(repo / 'README.md')]
+    readme = (repo / 'README.md').read_text()
+    assert 'old' not in readme and readme.startswith('intro\n') and readme.endswith('end\n')
+    assert heads[0] in readme and '| `stock` | peer | 2/2 | 4 |' in readme
+    assert '`calibrated` − `stock`' in readme and 'broken' not in readme
+    assert benchmark.update_readmes(spec_d, tables, str(repo)) == []  # idempotent
+
     # a changed config makes its results stale: the report names the spec entry
     with open(tmp_path / 'toy.py', 'a') as f:
         f.write('optim_wrapper = dict(optimizer=dict(lr=0.01))\n')
@@ -200,3 +223,36 @@ def test_seg_evaluator_by_hand(tmp_path):
     for key in ('Dice_obj', 'AJI', 'PQ'):
         assert stats.masked_mean(np.array(out['per_image'][key])) == pytest.approx(
             out['metrics'][key])
+
+
+def test_model_index_is_read_by_mim(tmp_path):
+    """--report's models.json -> configs/<folder>/metafile.yml + model-index.yml, in the
+    format mim's own reader (modelindex) and its search table (convert2df) accept."""
+    from mim.commands.search import convert2df
+    from modelindex.load_model_index import load
+    (tmp_path / 'configs' / 'pu_detection').mkdir(parents=True)
+    (tmp_path / 'projects').mkdir()
+    out = tmp_path / 'docs' / 'benchmarks' / 'det_sparse'
+    out.mkdir(parents=True)
+    cfg = 'configs/pu_detection/faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30.py'
+    models = [dict(config=cfg, task='det', spec='det_sparse', dataset=ds, iters=500, seeds=3,
+                   metrics={'AP': ap, 'F1@0.5': f1})
+              for ds, ap, f1 in (('synthetic-labels30', 0.41, 0.8), ('synthetic-labels10',
+                                                                      0.3, 0.7))]
+    (out / 'models.json').write_text(json.dumps(dict(models=models)))
+    written = benchmark.write_model_index(str(tmp_path))
+    assert sorted(osp.relpath(p, tmp_path) for p in written) == [
+        'configs/pu_detection/metafile.yml', 'model-index.yml']
+    index = load(str(tmp_path / 'projects' / '.mim' / 'model-index.yml'))
+    table = convert2df(index)
+    name = 'faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30'
+    assert list(table.index) == [name]
+    row = table.loc[name]
+    assert row['config'] == cfg
+    # one Results entry per data set, sorted by name: the labels10 entry comes first
+    assert index.models[0].results[0].dataset == 'synthetic-labels10'
+    assert index.models[0].results[1].metrics == {'AP': 0.41, 'F1@0.5': 0.8}
+    # written twice: the same bytes
+    before = [open(p, 'rb').read() for p in written]
+    benchmark.write_model_index(str(tmp_path))
+    assert [open(p, 'rb').read() for p in written] == before

@@ -71,3 +71,11 @@ groups = [
                                       baseline=['faster-rcnn', 'ce-calibrated',
                                                 'pu-nnpu-hp'])])),
 ]
+headlines = [
+    dict(kind='sparse cell annotations (detection)', dataset='synthetic', fraction=0.3,
+         metric='F1@0.5'),
+    dict(kind='sparse cell annotations (detection)', dataset='mnfinder', fraction=0.3,
+         metric='F1@0.5'),
+    dict(kind='sparse cell annotations (detection, ranking)', dataset='synthetic',
+         fraction=0.3, metric='AP50'),
+]

@@ -51,3 +51,9 @@ groups = [
          rows=_rows('synthetic')),
     dict(dataset='mnfinder', fractions=_all, rows=_rows('mnfinder')),
 ]
+headlines = [
+    dict(kind='sparse nucleus masks (segmentation)', dataset='synthetic', fraction=0.3,
+         metric='Dice_obj'),
+    dict(kind='sparse nucleus masks (segmentation)', dataset='mnfinder', fraction=0.3,
+         metric='Dice_obj'),
+]
