@@ -72,3 +72,20 @@ def test_bad_input_names_the_file(tmp_path):
         score_sweep.load_predictions(_write(tmp_path / 'nogt.pkl', [e]))
     with pytest.raises(ValueError, match='expected NAME=PREDICTIONS.pkl'):
         score_sweep.main([str(tmp_path / 'nogt.pkl')])
+
+
+def test_own_threshold_per_detector(tmp_path):
+    # the predictions of test_sweep_counts_by_hand; 'cal' is read at its own threshold 0.3
+    # (from a calibrate_threshold.py JSON): tp 2, fp 1, fn 0 -> F1 0.8; 'fix' at 0.5 -> 0.5
+    e = _entry([[10, 10], [50, 50]],
+               [[6, 7, 14, 15], [86, 86, 94, 94], [46, 45, 54, 53]], [0.9, 0.6, 0.4])
+    path = _write(tmp_path / 'p.pkl', [e])
+    cal = tmp_path / 'calibration.json'
+    cal.write_text(json.dumps(dict(c=0.6, threshold=0.3)))
+    out = score_sweep.main([f'fix={path}', f'cal={path}@{cal}', f'num={path}@0.95',
+                            '--radius', '5', '--thresholds', '0.5'])
+    assert (out['fix']['threshold'], out['fix']['f1']) == (0.5, 0.5)
+    assert (out['cal']['threshold'], out['cal']['f1']) == (0.3, pytest.approx(0.8))
+    assert (out['num']['threshold'], out['num']['f1']) == (0.95, 0.0)
+    with pytest.raises(FileNotFoundError, match='nothere.json is neither a threshold'):
+        score_sweep.main([f'x={path}@{tmp_path}/nothere.json'])

@@ -91,31 +91,52 @@ def summarise(table: np.ndarray, fixed: float) -> Dict[str, float]:
                 best_precision=float(table[j, 5]), best_f1=float(table[j, 6]))
 
 
-def plot(results: Dict[str, np.ndarray], out: str, fixed: float) -> None:
+def plot(results: Dict[str, np.ndarray], out: str, fixed: Dict[str, float]) -> None:
+    """Precision-recall curves; a circle marks each detector's own threshold."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 4.2))
     for name, table in results.items():
         line, = ax.plot(table[:, 4], table[:, 5], '.-', label=name)
-        i = int(np.argmin(np.abs(table[:, 0] - fixed)))
+        i = int(np.argmin(np.abs(table[:, 0] - fixed[name])))
         ax.plot(table[i, 4], table[i, 5], 'o', ms=9, mfc='none', color=line.get_color())
     ax.set_xlabel('recall')
     ax.set_ylabel('precision')
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(f'score sweep (circle: score >= {fixed:g})')
+    ax.set_title('score sweep (circle: each detector\'s threshold)')
     ax.legend(loc='lower left')
     fig.tight_layout()
     atomic_write(out, lambda tmp: fig.savefig(tmp, format='png', dpi=120))
     plt.close(fig)
 
 
+def _own_threshold(at: str, item: str) -> float:
+    """The threshold after '@': a number, or a JSON file with a 'threshold' key (as
+    calibrate_threshold.py writes)."""
+    try:
+        return float(at)
+    except ValueError:
+        pass
+    if not osp.isfile(at):
+        raise FileNotFoundError(f'{item}: {at} is neither a threshold nor a JSON file')
+    import json
+    with open(at) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get('threshold'), (int, float)):
+        raise ValueError(f'{at}: no numeric "threshold" key (calibrate_threshold.py --out)')
+    return float(data['threshold'])
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Recall / precision / F1 of detectors over '
                                      'score thresholds (point matching)')
-    parser.add_argument('preds', nargs='+', help='NAME=PREDICTIONS.pkl (tools/test.py --out)')
+    parser.add_argument('preds', nargs='+',
+                        help='NAME=PREDICTIONS.pkl (tools/test.py --out), optionally '
+                        '@THRESHOLD or @CALIBRATION.json: that detector\'s own operating '
+                        'point instead of --fixed (e.g. calibrated CE)')
     parser.add_argument('--radius', type=float, default=8.0, help='matching radius in px')
     parser.add_argument('--thresholds', type=float, nargs='+',
                         default=[0.01, 0.02] + [round(0.05 * i, 2) for i in range(1, 20)]
@@ -131,13 +152,17 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if not args.radius > 0:
         raise ValueError(f'--radius must be > 0, got {args.radius}')
-    results, summary = {}, {}
+    results, summary, fixed_at = {}, {}, {}
     for item in args.preds:
         name, sep, path = item.partition('=')
         if not sep or not name or not path:
-            raise ValueError(f'{item}: expected NAME=PREDICTIONS.pkl')
-        results[name] = sweep(load_predictions(path), sorted(args.thresholds), args.radius)
-        summary[name] = summarise(results[name], args.fixed)
+            raise ValueError(f'{item}: expected NAME=PREDICTIONS.pkl[@THRESHOLD]')
+        path, _, at = path.partition('@')
+        fixed = _own_threshold(at, item) if at else args.fixed
+        results[name] = sweep(load_predictions(path), sorted(set(args.thresholds) | {fixed}),
+                              args.radius)
+        summary[name] = summarise(results[name], fixed)
+        fixed_at[name] = fixed
     print(f'{"detector":<12} {"thr":>5} {"recall":>7} {"prec":>7} {"F1":>7}   '
           f'{"best thr":>8} {"recall":>7} {"prec":>7} {"best F1":>7}')
     for name, s in summary.items():
@@ -145,7 +170,7 @@ def main(argv=None) -> dict:
               f'{s["f1"]:>7.4f}   {s["best_threshold"]:>8.2f} {s["best_recall"]:>7.4f} '
               f'{s["best_precision"]:>7.4f} {s["best_f1"]:>7.4f}')
     if args.out_png:
-        plot(results, args.out_png, args.fixed)
+        plot(results, args.out_png, fixed_at)
         print(f'wrote {args.out_png}')
     if args.out_json:
         cols = ['threshold', 'tp', 'fp', 'fn', 'recall', 'precision', 'f1']
