@@ -118,7 +118,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     md = osp.join(res, 'README.md')
     text = open(md).read()
     assert '## tiny, 50% of the training labels' in text
-    assert '| `stock` | peer | 2/2 | 4 |' in text
+    assert '| `stock` | peer | 2/2 | 4 it |' in text
     assert '`calibrated` − `stock`' in text
     assert '| `broken` | method | 0/2 | - | - |' in text
     # in process from here (faster): --resume has nothing to redo; --report twice gives
@@ -149,7 +149,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     assert benchmark.update_readmes(spec_d, tables, str(repo)) == [str(repo / 'README.md')]
     readme = (repo / 'README.md').read_text()
     assert 'old' not in readme and readme.startswith('intro\n') and readme.endswith('end\n')
-    assert heads[0] in readme and '| `stock` | peer | 2/2 | 4 |' in readme
+    assert heads[0] in readme and '| `stock` | peer | 2/2 | 4 it |' in readme
     assert '`calibrated` − `stock`' in readme and 'broken' not in readme
     assert benchmark.update_readmes(spec_d, tables, str(repo)) == []  # idempotent
 
@@ -235,8 +235,8 @@ def test_model_index_is_read_by_mim(tmp_path):
     out = tmp_path / 'docs' / 'benchmarks' / 'det_sparse'
     out.mkdir(parents=True)
     cfg = 'configs/pu_detection/faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30.py'
-    models = [dict(config=cfg, task='det', spec='det_sparse', dataset=ds, iters=500, seeds=3,
-                   metrics={'AP': ap, 'F1@0.5': f1})
+    models = [dict(config=cfg, task='det', spec='det_sparse', dataset=ds,
+                   budget=['iters', 500], seeds=3, metrics={'AP': ap, 'F1@0.5': f1})
               for ds, ap, f1 in (('synthetic-labels30', 0.41, 0.8), ('synthetic-labels10',
                                                                       0.3, 0.7))]
     (out / 'models.json').write_text(json.dumps(dict(models=models)))

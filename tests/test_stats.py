@@ -86,3 +86,22 @@ def test_converged_compares_the_last_fifth():
 
 def test_best_threshold_takes_the_lowest_of_ties():
     assert stats.best_threshold([0.1, 0.2, 0.3], [0.5, 0.7, 0.7]) == (0.2, 0.7)
+
+
+def test_confusion_statistics_by_hand_and_against_seg_scores():
+    # two slides, rows = ground truth: [[3, 1], [0, 2]] + [[1, 0], [2, 1]] = [[4, 1], [2, 3]]
+    # TP (4, 3), GT rows (5, 5), predicted columns (6, 4):
+    # IoU 4/7 and 3/6 -> mIoU 0.535714; OP 7/10; PC (4/6 + 3/4)/2; mAcc (4/5 + 3/5)/2
+    from projects.negative_pseudo_labels.metric import seg_scores
+    per_slide = np.array([[3, 1, 0, 2], [1, 0, 2, 1]])
+    assert stats.confusion_miou(per_slide) == pytest.approx((4 / 7 + 0.5) / 2)
+    assert stats.confusion_op(per_slide) == pytest.approx(0.7)
+    assert stats.confusion_pc(per_slide) == pytest.approx((4 / 6 + 3 / 4) / 2)
+    assert stats.confusion_macc(per_slide) == pytest.approx(0.7)
+    ref = seg_scores(np.array([[4, 1], [2, 3]]))
+    for fn, key in ((stats.confusion_miou, 'mIoU'), (stats.confusion_op, 'OP'),
+                    (stats.confusion_pc, 'PC'), (stats.confusion_macc, 'mAcc')):
+        assert fn(per_slide) == pytest.approx(ref[key])
+    # a class absent from both ground truth and prediction is left out of the means
+    three = np.array([[4, 1, 0, 2, 3, 0, 0, 0, 0]])
+    assert stats.confusion_miou(three) == pytest.approx((4 / 7 + 0.5) / 2)

@@ -53,7 +53,53 @@ def masked_mean(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, s / np.where(n > 0, n, 1), 1.0)
 
 
-STATISTICS: Dict[str, Statistic] = dict(pooled_f1=pooled_f1, masked_mean=masked_mean)
+def _confusion(values: np.ndarray) -> np.ndarray:
+    """(..., n_images, C*C) flattened per-image confusions -> (..., C, C) summed."""
+    v = np.asarray(values, dtype=np.float64).sum(-2)
+    c = int(round(np.sqrt(v.shape[-1])))
+    if c * c != v.shape[-1]:
+        raise ValueError(f'a flattened confusion matrix needs C*C entries, got {v.shape[-1]}')
+    return v.reshape(v.shape[:-1] + (c, c))
+
+
+def _nanmean_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of num / den, leaving out the entries with den == 0 (the
+    classes absent from both ground truth and prediction, as mmseg's nan-mean)."""
+    ok = den > 0
+    r = np.where(ok, num / np.where(ok, den, 1), 0.0)
+    n = ok.sum(-1)
+    return np.where(n > 0, r.sum(-1) / np.where(n > 0, n, 1), np.nan)
+
+
+def confusion_miou(values: np.ndarray) -> np.ndarray:
+    """mIoU of the summed confusion (rows ground truth, columns prediction): mean over
+    classes of TP / (TP + FP + FN), as ``negative_pseudo_labels.metric.seg_scores``."""
+    c = _confusion(values)
+    tp = np.diagonal(c, axis1=-2, axis2=-1)
+    return _nanmean_ratio(tp, c.sum(-1) + c.sum(-2) - tp)
+
+
+def confusion_op(values: np.ndarray) -> np.ndarray:
+    """Overall accuracy of the summed confusion: sum TP / sum of all entries."""
+    c = _confusion(values)
+    return np.diagonal(c, axis1=-2, axis2=-1).sum(-1) / c.sum((-2, -1))
+
+
+def confusion_pc(values: np.ndarray) -> np.ndarray:
+    """Mean per-class precision TP / (TP + FP) (Tokunaga et al. eq. 7's PC, as printed)."""
+    c = _confusion(values)
+    return _nanmean_ratio(np.diagonal(c, axis1=-2, axis2=-1), c.sum(-2))
+
+
+def confusion_macc(values: np.ndarray) -> np.ndarray:
+    """Mean per-class recall TP / (TP + FN)."""
+    c = _confusion(values)
+    return _nanmean_ratio(np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1))
+
+
+STATISTICS: Dict[str, Statistic] = dict(
+    pooled_f1=pooled_f1, masked_mean=masked_mean, confusion_miou=confusion_miou,
+    confusion_op=confusion_op, confusion_pc=confusion_pc, confusion_macc=confusion_macc)
 
 
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],

@@ -92,9 +92,15 @@ EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
         'SQ': ('masked_mean', 'SQ'),
         'DQ': ('masked_mean', 'DQ'),
         'pixel_F1': ('seeds', None),
+    },
+    patch={
+        'OP': ('confusion_op', 'confusion'),
+        'PC': ('confusion_pc', 'confusion'),
+        'mAcc': ('confusion_macc', 'confusion'),
+        'mIoU': ('confusion_miou', 'confusion'),
     })
 # the validation scalar the convergence rule reads, per evaluator (spec may override)
-CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj')
+CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj', patch='mIoU')
 # what an operating_point row takes from its source: metric -> source metric
 OPERATING_POINTS = dict(calib={'F1@0.5': 'F1@calib'}, val={'F1@0.5': 'F1@val'})
 
@@ -122,6 +128,7 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                             f'(it gives {list(EVALUATORS[task])})')
     spec = dict(name=name, path=path, task=task, metrics=metrics,
                 seeds=list(raw.get('seeds', [0, 1, 2])), iters=raw.get('iters'),
+                epochs=raw.get('epochs'),
                 val_times=int(raw.get('val_times', 10)),
                 converge_metric=raw.get('converge_metric', CONVERGE_METRIC[task]),
                 plot_metric=raw.get('plot_metric', metrics[0]),
@@ -174,7 +181,9 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                        fractions=row_fracs,
                        config=r.get('config'), same_as=r.get('same_as'),
                        operating_point=r.get('operating_point'),
-                       cfg_options=r.get('cfg_options', {}), iters=r.get('iters', spec['iters']),
+                       cfg_options=r.get('cfg_options', {}),
+                       iters=r.get('iters', None if r.get('epochs') else spec['iters']),
+                       epochs=r.get('epochs', None if r.get('iters') else spec['epochs']),
                        label=r.get('label', rname), where=rwhere)
             if row['same_as']:
                 if row['operating_point'] not in OPERATING_POINTS:
@@ -188,8 +197,9 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                 if not osp.isfile(osp.join(REPO, row['config'])) and \
                         (not only or rname in only):
                     raise SpecError(f'{rwhere}: config {row["config"]} not found')
-                if not row['iters']:
-                    raise SpecError(f'{rwhere}: no iteration budget (spec or row "iters")')
+                if bool(row['iters']) == bool(row['epochs']):
+                    raise SpecError(f'{rwhere}: give one budget, "iters" or "epochs" (spec '
+                                    'or row)')
             group['rows'].append(row)
         by_name = {r['name']: r for r in group['rows']}
         for row in group['rows']:
@@ -218,29 +228,49 @@ def run_key(dataset: str, fraction: float, name: str, seed: int) -> str:
 
 
 # --------------------------------------------------------------------------- configs
-def _rescale_schedule(cfg, iters: int, source: str) -> None:
-    """Iteration budget ``iters``: train_cfg.max_iters and every scheduler's begin / end /
-    milestones (and warm-up) rescaled by iters / the config's max_iters."""
+def _rescale_schedule(cfg, budget: int, unit: str, source: str) -> None:
+    """Budget of ``budget`` iterations (``unit='iters'``) or epochs: train_cfg.max_iters /
+    max_epochs and every scheduler's begin / end / milestones (warm-up included) rescaled
+    by budget / the config's own. Hooks with their own epochs (e.g. the pseudo-label
+    rounds) are not rescaled: give an epoch budget equal to the config's for those."""
     tc = cfg.get('train_cfg') or {}
-    if tc.get('type', 'IterBasedTrainLoop') not in ('IterBasedTrainLoop', ) \
-            and 'max_iters' not in tc:
-        raise ValueError(f'{source}: the benchmark sets an iteration budget; the config '
-                         f'trains by {tc.get("type")} without max_iters')
-    old = int(tc.get('max_iters') or 0)
+    key = 'max_iters' if unit == 'iters' else 'max_epochs'
+    old = int(tc.get(key) or 0)
     if old <= 0:
-        raise ValueError(f'{source}: train_cfg.max_iters missing')
-    scale = iters / old
-    cfg.train_cfg.max_iters = int(iters)
+        raise ValueError(f'{source}: the benchmark sets a budget in {unit}; the config\'s '
+                         f'train_cfg ({tc.get("type")}) has no {key}')
+    scale = budget / old
+    cfg.train_cfg[key] = int(budget)
     scheds = cfg.get('param_scheduler') or []
     for s in (scheds if isinstance(scheds, list) else [scheds]):
-        if s.get('by_epoch', True) and s.get('convert_to_iter_based') is not True \
-                and 'by_epoch' in s and s['by_epoch']:
-            raise ValueError(f'{source}: scheduler {s.get("type")} is epoch-based')
+        if bool(s.get('by_epoch', True)) != (unit == 'epochs'):
+            raise ValueError(f'{source}: scheduler {s.get("type")} counts '
+                             f'{"epochs" if s.get("by_epoch", True) else "iterations"}; the '
+                             f'budget is in {unit}')
         for k in ('begin', 'end', 'T_max', 'total_iters'):
             if isinstance(s.get(k), (int, float)) and s[k] < 10 ** 8:
                 s[k] = int(round(s[k] * scale))
         if 'milestones' in s:
             s['milestones'] = [int(round(m * scale)) for m in s['milestones']]
+
+
+def budget_of(row: dict) -> Tuple[str, int]:
+    """('iters', n) or ('epochs', n)."""
+    return ('iters', int(row['iters'])) if row['iters'] else ('epochs', int(row['epochs']))
+
+
+def final_checkpoint(child: str, row: dict) -> str:
+    """The checkpoint a run is tested with: the config's best (``save_best``) if written,
+    else the last one."""
+    best = sorted(glob.glob(osp.join(child, 'best_*.pth')))
+    if len(best) > 1:
+        raise ValueError(f'{child}: several best checkpoints {best}')
+    unit, n = budget_of(row)
+    path = best[0] if best else osp.join(child, f'{"iter" if unit == "iters" else "epoch"}_'
+                                         f'{n}.pth')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: the final checkpoint is missing')
+    return path
 
 
 def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: int):
@@ -251,15 +281,21 @@ def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: in
     cfg = copy.deepcopy(load_config(osp.join(REPO, row['config']), opts or None))
     cfg.pop('work_dir', None)
     cfg.pop('launcher', None)
-    iters = int(row['iters'])
-    _rescale_schedule(cfg, iters, src)
-    val_every = max(1, iters // spec['val_times'])
-    cfg.train_cfg.val_interval = val_every
-    cfg.train_cfg.val_begin = val_every
+    unit, budget = budget_of(row)
+    _rescale_schedule(cfg, budget, unit, src)
     cfg.randomness = dict(seed=int(seed), deterministic=False)
     hooks = cfg.setdefault('default_hooks', {})
-    hooks['checkpoint'] = dict(type='CheckpointHook', interval=iters, by_epoch=False,
-                               max_keep_ckpts=1, save_last=True)
+    if unit == 'iters':
+        val_every = max(1, budget // spec['val_times'])
+        cfg.train_cfg.val_interval = val_every
+        cfg.train_cfg.val_begin = val_every
+        hooks['checkpoint'] = dict(type='CheckpointHook', interval=budget, by_epoch=False,
+                                   max_keep_ckpts=1, save_last=True)
+    elif not (hooks.get('checkpoint') or {}).get('save_best'):
+        # epochs: the config's validation interval; its best checkpoint if it keeps one
+        # (early stopping on the validation labels), else the last
+        hooks['checkpoint'] = dict(type='CheckpointHook', interval=budget, by_epoch=True,
+                                   max_keep_ckpts=1, save_last=True)
     n = 0
     for loader in ('train_dataloader', 'val_dataloader'):
         for pipe in pipelines(cfg, loader):
@@ -330,6 +366,8 @@ def read_runs(path: str) -> Dict[str, dict]:
             if not isinstance(rec, dict) or 'key' not in rec or 'config_sha256' not in rec:
                 raise ValueError(f'{path}: line {i} is not a run record (no "key" / '
                                  '"config_sha256")')
+            if 'budget' not in rec and 'iters' in rec:  # lines of the first version
+                rec['budget'] = ['iters', rec['iters']]
             out[rec['key']] = rec
     return out
 
@@ -456,7 +494,26 @@ def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
                 per_image=per_image, images=_image_names(raw))
 
 
-EVALUATE = dict(det=evaluate_det, seg=evaluate_seg)
+def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+    """OP / PC / mAcc / mIoU of a patch classifier stitched into its test slides
+    (``PatchSegMetric``); per-image terms: each slide's (C, C) confusion, flattened."""
+    ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'PatchSegMetric')
+    ev_cfg.pop('out_dir', None)
+    raw = _load_pkl(test_pkl)
+    metric = _build_metric(ev_cfg, 'mmseg')
+    metric.process(None, raw)
+    results = list(metric.results)
+    agg = metric.compute_metrics(results)
+    bags = sorted({r['bag'] for r in results})
+    per_bag = []
+    for b in bags:  # the same confusion code, one slide at a time
+        metric.compute_metrics([r for r in results if r['bag'] == b])
+        per_bag.append(metric.last_confusion.reshape(-1).astype(int).tolist())
+    metrics = {k: float(agg[k]) for k in ('OP', 'PC', 'mAcc', 'mIoU')}
+    return dict(metrics=metrics, extra={}, per_image=dict(confusion=per_bag), images=bags)
+
+
+EVALUATE = dict(det=evaluate_det, seg=evaluate_seg, patch=evaluate_patch)
 
 
 # --------------------------------------------------------------------------- running
@@ -497,9 +554,7 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
     env = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
     run_child(cfg_path, child, env=env)
     scalars = newest_scalars(child)
-    ckpt = osp.join(child, f'iter_{int(run["row"]["iters"])}.pth')
-    if not osp.isfile(ckpt):
-        raise FileNotFoundError(f'{ckpt}: the final checkpoint is missing')
+    ckpt = final_checkpoint(child, run['row'])
     preds = {}
     for split in (('val', 'test') if spec['task'] == 'det' else ('test', )):
         test_cfg = copy.deepcopy(cfg)
@@ -517,7 +572,8 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
     curve = _val_curve(scalars, spec['converge_metric'])
     return dict(key=run['key'], spec=spec['name'], dataset=run['group']['dataset'],
                 fraction=run['fraction'], row=run['row']['name'], seed=run['seed'],
-                config=run['row']['config'], config_sha256=sha, iters=int(run['row']['iters']),
+                config=run['row']['config'], config_sha256=sha,
+                budget=list(budget_of(run['row'])), checkpoint=osp.basename(ckpt),
                 wall_s=round(time.time() - t0, 1), threads=threads, code=_git_rev(),
                 val_curve=curve, converge_metric=spec['converge_metric'],
                 converged=stats.converged(curve), status='ok', **result)
@@ -654,14 +710,14 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
             continue
         lines += [f'{level} {g["dataset"]}, {frac_tag(t["fraction"])}% of the training labels',
                   '']
-        head = ['row', 'role', 'seeds', 'iters', 'converged'] + metrics
+        head = ['row', 'role', 'seeds', 'budget', 'converged'] + metrics
         body = []
         for r in t_rows:
             recs = [r['seeds'][s] for s in sorted(r['seeds'])]
             row = r['row']
             n_conv = sum(1 for x in recs if x['converged'])
             cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}',
-                     str(recs[0]['iters']) if recs else '-',
+                     _budget(recs[0]) if recs else '-',
                      f'{n_conv}/{len(recs)}' if recs else '-']
             for m in metrics:
                 vals = [x['metrics'][m] for x in recs]
@@ -758,6 +814,11 @@ def render_report(spec: dict, tables: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def _budget(rec: dict) -> str:
+    unit, n = rec['budget']
+    return f'{n} {"it" if unit == "iters" else "ep"}'
+
+
 def _md_table(head: List[str], body: List[List[str]]) -> List[str]:
     out = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
     out += ['| ' + ' | '.join(row) + ' |' for row in body]
@@ -833,7 +894,8 @@ COLLECTIONS = {
                    'IEEE JBHI 2019)'),
         README='projects/cell_gan/README.md'),
 }
-TASK_NAMES = dict(det='Object Detection', seg='Semantic Segmentation')
+TASK_NAMES = dict(det='Object Detection', seg='Semantic Segmentation',
+                  patch='Semantic Segmentation')
 
 
 def model_summaries(spec: dict, tables: List[dict]) -> List[dict]:
@@ -848,7 +910,7 @@ def model_summaries(spec: dict, tables: List[dict]) -> List[dict]:
             out.append(dict(
                 config=row['config'], task=spec['task'], spec=spec['name'],
                 dataset=f'{t["group"]["dataset"]}-labels{frac_tag(t["fraction"])}',
-                iters=recs[0]['iters'], seeds=len(recs),
+                budget=recs[0]['budget'], seeds=len(recs),
                 metrics={m: round(float(np.mean([x['metrics'][m] for x in recs])), 4)
                          for m in spec['metrics']}))
     return out
@@ -874,7 +936,8 @@ def write_model_index(repo: str = REPO) -> List[str]:
         entry = by_dir.setdefault(folder, {}).setdefault(name, dict(
             Name=name, **{'In Collection': COLLECTIONS[folder]['Name']}, Config=m['config'],
             Metadata={'Training Data': [], 'Training Resources': '1 CPU thread',
-                      'Iterations': m['iters']},
+                      ('Iterations' if m['budget'][0] == 'iters' else 'Epochs'):
+                          m['budget'][1]},
             Results=[], Weights=''))
         entry['Metadata']['Training Data'].append(m['dataset'])
         entry['Results'].append(dict(Task=TASK_NAMES[m['task']], Dataset=m['dataset'],
