@@ -98,6 +98,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
         assert dumped.randomness.seed == rec['seed']
         assert [p[0] for p in rec['val_curve']] == [2, 4]
         assert rec['converged'] == stats.converged(rec['val_curve'])
+        assert 0 < rec['cpu_s'] < 2 * rec['wall_s']  # one thread per child
         # F1@0.5 and AP agree with CellDetectionMetric run by tools/test.py in the child
         test_dir = osp.join(child, 'test_test')
         ts = run_folders(test_dir)[-1]

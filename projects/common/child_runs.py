@@ -178,7 +178,7 @@ def frac_tag(fraction: float) -> str:
 
 
 def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
-              env: Optional[Dict[str, str]] = None, extra: Sequence[str] = ()) -> None:
+              env: Optional[Dict[str, str]] = None, extra: Sequence[str] = ()) -> float:
     """``tools/train.py cfg_path`` in a child process (same interpreter and environment).
 
     Its stdout / stderr go to ``child_stdout.log`` / ``child_stderr.log`` in ``child_dir``;
@@ -189,11 +189,16 @@ def run_child(cfg_path: str, child_dir: str, train_py: str = TRAIN_PY,
     out, err = osp.join(child_dir, 'child_stdout.log'), osp.join(child_dir, 'child_stderr.log')
     cmd = [sys.executable, train_py, cfg_path, *extra, '--work-dir', child_dir]
     with open(out, 'w') as fo, open(err, 'w') as fe:
-        code = subprocess.call(cmd, stdout=fo, stderr=fe,
-                               env=None if env is None else {**os.environ, **env})
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe,
+                                env=None if env is None else {**os.environ, **env})
+        # wait4: the exit status and the CPU time of the child and of the processes it
+        # reaped (its data-loader workers)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f'{" ".join(cmd)} exited with {code} (logs: {out}, {err}); '
                            f'last lines of its stderr:\n{tail(err)}')
+    return usage.ru_utime + usage.ru_stime
 
 
 def train_or_reuse(cfg_path: str, child_dir: str, metric: str, done_file: str,
