@@ -244,7 +244,7 @@ def test_model_index_is_read_by_mim(tmp_path):
     written = benchmark.write_model_index(str(tmp_path))
     assert sorted(osp.relpath(p, tmp_path) for p in written) == [
         'configs/pu_detection/metafile.yml', 'model-index.yml']
-    index = load(str(tmp_path / 'projects' / '.mim' / 'model-index.yml'))
+    index = load(str(tmp_path / 'model-index.yml'))
     table = convert2df(index)
     name = 'faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30'
     assert list(table.index) == [name]

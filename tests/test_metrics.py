@@ -10,7 +10,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 
 import projects.common.metrics  # noqa: F401  (registers the metrics)
 from projects.common.metrics import (aji, dice_obj, instances_from_semantic, match_boxes,
-                                     match_points, pixel_scores)
+                                     match_points, pixel_scores, pq)
 
 # ------------------------------------------------------------------------ match_points
 
@@ -277,6 +277,95 @@ def test_aji_dice_obj_match_brute_force_on_random_maps():
         pred = _random_maps(rng, size, int(rng.integers(1, 10)))
         assert aji(gt, pred) == pytest.approx(_aji_brute(gt, pred), abs=1e-12)
         assert dice_obj(gt, pred) == pytest.approx(_dice_obj_brute(gt, pred), abs=1e-12)
+
+
+# --------------------------------------------------------------------------------- PQ
+
+
+def test_pq_hand_case_match_miss_and_false_positive():
+    # one row: G1 = cols 0-3 (4 px), G2 = cols 7-9 (3 px); S1 = cols 1-4 (4 px), S2 = cols
+    # 12-13 (2 px). G1 n S1 = cols 1-3 (3 px), G1 u S1 = cols 0-4 (5 px): IoU 0.6 > 0.5,
+    # a match. G2 overlaps nothing (FN), S2 overlaps nothing (FP).
+    # SQ = 0.6, DQ = 1 / (1 + 1/2 + 1/2) = 0.5, PQ = 0.3
+    gt = np.array([[1, 1, 1, 1, 0, 0, 0, 2, 2, 2, 0, 0, 0, 0]])
+    pred = np.array([[0, 5, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0, 9, 9]])
+    assert pq(gt, pred) == pytest.approx(dict(pq=0.3, sq=0.6, dq=0.5))
+    # the same with the maps swapped: FP and FN exchange, the values stay
+    assert pq(pred, gt) == pytest.approx(dict(pq=0.3, sq=0.6, dq=0.5))
+
+
+def test_pq_iou_exactly_half_is_not_a_match():
+    # G = cols 0-2 (3 px), S = cols 1-3 (3 px): 2 shared px, union 4 px -> IoU 0.5 exactly,
+    # not > 0.5: TP 0, FP 1, FN 1 -> SQ 0, DQ 0, PQ 0. One more shared pixel (S = cols 0-3:
+    # 3 / 4 = 0.75) matches: SQ 0.75, DQ 1, PQ 0.75.
+    gt = np.array([[1, 1, 1, 0, 0]])
+    assert pq(gt, np.array([[0, 1, 1, 1, 0]])) == dict(pq=0.0, sq=0.0, dq=0.0)
+    assert pq(gt, np.array([[1, 1, 1, 1, 0]])) == pytest.approx(dict(pq=0.75, sq=0.75, dq=1))
+
+
+def test_pq_merged_prediction_matches_at_most_one_object():
+    # GT [1 1 1 0 2], prediction S = cols 0-4 (5 px) covers both: IoU(G1, S) = 3/5 (match),
+    # IoU(G2, S) = 1/5. TP 1 (IoU 0.6), FN 1 (G2), FP 0 -> SQ 0.6, DQ 1 / 1.5, PQ 0.4.
+    # The 6x6 case (GT6 / PRED6): A in G1 IoU 4/6, B in G2 IoU 6/9, C unmatched:
+    # TP 2, FP 1, FN 0 -> SQ 2/3, DQ 2 / 2.5 = 0.8, PQ 8/15.
+    assert pq(np.array([[1, 1, 1, 0, 2]]), np.array([[3, 3, 3, 3, 3]])) == pytest.approx(
+        dict(pq=0.4, sq=0.6, dq=2 / 3))
+    assert pq(GT6, PRED6) == pytest.approx(dict(pq=8 / 15, sq=2 / 3, dq=0.8))
+
+
+def test_pq_empty_cases():
+    # the module's convention (as aji / dice_obj): both empty 1.0, one side empty 0.0
+    empty = np.zeros((4, 4), int)
+    some = np.zeros((4, 4), int)
+    some[1:3, 1:3] = 5
+    assert pq(empty, empty) == dict(pq=1.0, sq=1.0, dq=1.0)
+    assert pq(some, empty) == dict(pq=0.0, sq=0.0, dq=0.0)
+    assert pq(empty, some) == dict(pq=0.0, sq=0.0, dq=0.0)
+    assert pq(some, some) == dict(pq=1.0, sq=1.0, dq=1.0)
+    with pytest.raises(ValueError, match='differ in shape'):
+        pq(empty, some[:3])
+    with pytest.raises(ValueError, match='pred_inst: expected an integer label map'):
+        pq(empty, np.zeros((4, 4)))
+
+
+def _pq_brute(gt, pred):
+    """Kirillov et al. 2019 PQ with full masks per object and exact fractions."""
+    from fractions import Fraction
+    g_ids = [g for g in np.unique(gt) if g != 0]
+    p_ids = [p for p in np.unique(pred) if p != 0]
+    if not g_ids and not p_ids:
+        return dict(pq=1.0, sq=1.0, dq=1.0)
+    ious, used_g, used_p = [], set(), set()
+    for g in g_ids:
+        for p in p_ids:
+            inter = int(((gt == g) & (pred == p)).sum())
+            union = int(((gt == g) | (pred == p)).sum())
+            if Fraction(inter, union) > Fraction(1, 2):
+                assert g not in used_g and p not in used_p  # uniqueness (Theorem 1)
+                used_g.add(g)
+                used_p.add(p)
+                ious.append(inter / union)
+    tp, fp, fn = len(ious), len(p_ids) - len(ious), len(g_ids) - len(ious)
+    sq = sum(ious) / tp if tp else 0.0
+    dq = tp / (tp + fp / 2 + fn / 2)
+    return dict(pq=sq * dq, sq=sq, dq=dq)
+
+
+def test_pq_matches_brute_force_on_random_maps():
+    rng = np.random.default_rng(11)
+    n_matched = 0
+    for _ in range(30):
+        size = int(rng.integers(16, 32))
+        gt = _random_maps(rng, size, int(rng.integers(0, 10)))
+        # predictions: the GT shifted by one pixel (many matches) or independent rectangles
+        pred = np.roll(gt, 1, axis=int(rng.integers(0, 2))) if rng.random() < 0.5 \
+            else _random_maps(rng, size, int(rng.integers(0, 10)))
+        ref = _pq_brute(gt, pred)
+        n_matched += ref['sq'] > 0
+        assert pq(gt, pred) == pytest.approx(ref, abs=1e-12)
+        # non-contiguous, large ids (the np.unique path of the relabelling) give the same
+        assert pq(np.where(gt > 0, gt + 2**40, 0), pred * 37) == pytest.approx(ref, abs=1e-12)
+    assert n_matched >= 10  # the check covered images with matches, not only zeros
 
 
 def test_instance_map_bad_input_raises():
@@ -801,6 +890,11 @@ def test_nuclei_metric_hand_case():
     assert res['nuclei/aji'] == pytest.approx(27 / 34)
     # pooled AJI: (10 + 4) / (17 + 4) = 2/3
     assert res['nuclei/aji_pooled'] == pytest.approx(2 / 3)
+    # PQ per image: 8/15, SQ 2/3, DQ 0.8 (see test_pq_merged_prediction...) and 1, 1, 1;
+    # means over images 1 and 2: PQ 23/30, SQ 5/6, DQ 0.9
+    assert res['nuclei/pq'] == pytest.approx(23 / 30)
+    assert res['nuclei/sq'] == pytest.approx(5 / 6)
+    assert res['nuclei/dq'] == pytest.approx(0.9)
 
 
 def test_nuclei_metric_post_processing_and_errors():

@@ -1,4 +1,5 @@
-"""Evaluation shared by every method: point / box matching, AJI, object Dice, pixel scores.
+"""Evaluation shared by every method: point / box matching, AJI, object Dice, PQ, pixel
+scores.
 
 Plain functions (numpy in, Python numbers out) hold the maths; the registered metrics
 (:class:`CellDetectionMetric`, its whole-image variant :class:`WholeImageDetectionMetric`
@@ -35,7 +36,7 @@ from projects.common.io import read_coco
 from projects.common.registry import METRICS, register
 
 __all__ = [
-    'match_points', 'match_boxes', 'aji', 'dice_obj', 'pixel_scores',
+    'match_points', 'match_boxes', 'aji', 'dice_obj', 'pq', 'pixel_scores',
     'instances_from_semantic', 'CellDetectionMetric', 'WholeImageDetectionMetric',
     'NucleiMetric'
 ]
@@ -375,6 +376,29 @@ def dice_obj(gt_inst: Any, pred_inst: Any) -> float:
     term_g = float((area_g[gi[sel_g]] * dice[sel_g]).sum()) / float(area_g.sum())
     term_p = float((area_p[pj[sel_p]] * dice[sel_p]).sum()) / float(area_p.sum())
     return 0.5 * (term_g + term_p)
+
+
+def pq(gt_inst: Any, pred_inst: Any) -> Dict[str, float]:
+    """Panoptic quality of one instance map, Kirillov et al., CVPR 2019 (one class).
+
+    A predicted object S and a GT object G match when IoU(G, S) > 0.5, tested on integers
+    as 2 |G n S| > |G u S| (IoU exactly 0.5 does not match). Matches are unique without
+    any assignment (Kirillov et al., Theorem 1: IoU > 0.5 needs |G n S| > |G| / 2 and
+    > |S| / 2, and the objects of one map are disjoint). SQ = mean IoU of the matches
+    (0.0 when nothing matches), DQ = TP / (TP + FP/2 + FN/2) with FP the unmatched
+    predictions and FN the unmatched GT objects, PQ = SQ x DQ. Both maps without objects:
+    all three 1.0; exactly one without objects: 0.0. Returns ``dict(pq=, sq=, dq=)``.
+    """
+    area_g, area_p, gi, pj, inter = _overlaps(gt_inst, pred_inst)
+    if area_g.size == 0 and area_p.size == 0:
+        return dict(pq=1.0, sq=1.0, dq=1.0)
+    union = area_g[gi] + area_p[pj] - inter
+    match = 2 * inter > union
+    tp = int(np.count_nonzero(match))
+    fp, fn = area_p.size - tp, area_g.size - tp
+    sq = float((inter[match] / union[match]).sum()) / tp if tp else 0.0
+    dq = tp / (tp + 0.5 * fp + 0.5 * fn)
+    return dict(pq=sq * dq, sq=sq, dq=float(dq))
 
 
 def pixel_scores(gt_sem: Any, pred_sem: Any, ignore_index: int = 255,
@@ -1135,7 +1159,7 @@ class WholeImageDetectionMetric(CellDetectionMetric):
 
 @register(METRICS)
 class NucleiMetric(BaseMetric):
-    """Nuclei segmentation scores: pixel accuracy / F1, object Dice and AJI.
+    """Nuclei segmentation scores: pixel accuracy / F1, object Dice, AJI and PQ / SQ / DQ.
 
     Per image: the predicted semantic map (``pred_sem_seg.data``, class ids) is turned
     into instances with :func:`instances_from_semantic` (pixels == ``fg_class``, remove
@@ -1148,7 +1172,9 @@ class NucleiMetric(BaseMetric):
     Output keys (prefixed ``nuclei/``): ``pixel_acc``, ``pixel_f1`` (counts pooled over all
     pixels of the set); ``dice_obj``, ``aji`` (mean over images that have at least one GT
     or predicted object; 1.0 if there is none); ``aji_pooled`` (C and U of the AJI summed
-    over all images, then C / U).
+    over all images, then C / U); ``pq``, ``sq``, ``dq`` (:func:`pq` per image, averaged
+    like ``dice_obj``: over the images with objects, 1.0 if there is none; an image with
+    objects but no match has SQ = PQ = 0).
     """
 
     default_prefix: Optional[str] = 'nuclei'
@@ -1178,7 +1204,7 @@ class NucleiMetric(BaseMetric):
         return arr
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
-        """Compute per-image pixel counts, Dice_obj and AJI terms."""
+        """Compute per-image pixel counts, Dice_obj, AJI terms and PQ / SQ / DQ."""
         for k, sample in enumerate(data_samples):
             name = _sample_name(sample, k)
             pred = self._sem(sample, 'pred_sem_seg', name)
@@ -1205,7 +1231,8 @@ class NucleiMetric(BaseMetric):
             self.results.append(
                 dict(counts=np.array([pix['tp'], pix['fp'], pix['fn'], pix['tn']], np.int64),
                      aji=1.0 if u == 0 else c / u, aji_c=c, aji_u=u,
-                     dice_obj=dice_obj(gt_inst, pred_inst), has_objects=has_objects))
+                     dice_obj=dice_obj(gt_inst, pred_inst), has_objects=has_objects,
+                     **pq(gt_inst, pred_inst)))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Pool pixel counts and AJI sums; average the per-image object scores."""
@@ -1217,6 +1244,8 @@ class NucleiMetric(BaseMetric):
         c = sum(int(r['aji_c']) for r in results)
         u = sum(int(r['aji_u']) for r in results)
         metrics['aji_pooled'] = 1.0 if u == 0 else c / u
+        for key in ('pq', 'sq', 'dq'):
+            metrics[key] = float(np.mean([r[key] for r in kept])) if kept else 1.0
         metrics = {k: float(v) for k, v in metrics.items()}
         rows = [('metric', 'value')] + [(k, f'{v:.4f}') for k, v in metrics.items()]
         print_log(f'Nuclei segmentation over {len(results)} images ({len(kept)} with '

@@ -925,8 +925,7 @@ def model_summaries(spec: dict, tables: List[dict]) -> List[dict]:
 def write_model_index(repo: str = REPO) -> List[str]:
     """``configs/<folder>/metafile.yml`` per folder with benchmarked configs and the root
     ``model-index.yml`` importing them, from every ``docs/benchmarks/*/models.json``
-    (written by --report); ``projects/.mim`` links them where ``mim search mmhisto``
-    looks (the installed package's folder). Returns the files written."""
+    (written by --report). Returns the files written."""
     import yaml
     models: List[dict] = []
     for path in sorted(glob.glob(osp.join(repo, 'docs', 'benchmarks', '*', 'models.json'))):
@@ -964,13 +963,6 @@ def write_model_index(repo: str = REPO) -> List[str]:
     path = osp.join(repo, 'model-index.yml')
     _write_text(path, yaml.safe_dump(index, sort_keys=False))
     written.append(path)
-    mim = osp.join(repo, 'projects', '.mim')
-    os.makedirs(mim, exist_ok=True)
-    for name, target in (('model-index.yml', '../../model-index.yml'),
-                         ('configs', '../../configs')):
-        link = osp.join(mim, name)
-        if not osp.islink(link):
-            os.symlink(target, link)
     return written
 
 
