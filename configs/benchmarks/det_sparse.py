@@ -5,6 +5,7 @@
 # classes, anchors and the half-width ResNet-18 used on this CPU), stock losses. Methods: the
 # same Faster R-CNN with BDE, PU (as shipped, + nnPU, + per-batch prior), ECE, focal ECE,
 # and the calibrated-CE operating point (Elkan & Noto 2008; no extra training).
+_base_ = ['./_base_/data.py']
 task = 'det'
 title = 'does a method beat the mmdet zoo on sparsely annotated cells?'
 seeds = [0, 1, 2]
@@ -20,19 +21,8 @@ with the training deletion applied, as the incomplete validation set (the thresh
 `F1@val` and the c of `F1@calib` are chosen on those incomplete labels).
 `F1@oracle` picks the threshold on the test labels: ranking quality, not a usable setting.
 """
-data = dict(
-    synthetic=dict(
-        path='data/synthetic_bench/annotations/test.json',
-        make='python tools/dataset_converters/synthetic.py --out data/synthetic_bench '
-        '--num-train 48 --num-val 16 --num-test 32 --size 256 --seed 0'),
-    mnfinder=dict(
-        path='data/mnfinder/annotations/val.json',
-        make='python tools/dataset_converters/mnfinder.py --root $MNFINDER_ROOT '
-        '--out data/mnfinder'))
-_synthetic_root = dict(
-    train_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    val_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    test_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')))
+data = dict(synthetic=_base_.synthetic_data, mnfinder=_base_.mnfinder_data)
+_synthetic_root = _base_.synthetic_root
 _zoo = 'configs/benchmarks/zoo/{}_r18-c32_fpn_500i_{}-sparse30.py'
 _pu = 'configs/pu_detection/faster-rcnn_r18-c32_fpn_{}_500i_{}-sparse30.py'
 _ece = 'configs/exclusive_ce/faster-rcnn_r18-c32_fpn_{}_500i_{}-sparse30.py'

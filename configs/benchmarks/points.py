@@ -6,6 +6,7 @@
 # labels (C: vor-clu-cot), + colourisation (D, the method: vor-clu-cot-color, colour term
 # normalised to 30% of the gradient; -eps0.1: the paper's literal weight), and the same
 # network trained on complete masks. Each addition is paired with the row before it.
+_base_ = ['./_base_/data.py']
 task = 'seg'
 title = 'what does each part of point-supervised segmentation buy?'
 seeds = [0, 1, 2]
@@ -19,26 +20,17 @@ training / 16 validation / 32 test tiles of 256x256; mnfinder: real fluorescence
 (validation images as the test set). The fully supervised row reads the complete masks.
 """
 data = dict(
-    synthetic=dict(
-        path='data/synthetic_bench/ann_dir/test',
-        make='python tools/dataset_converters/synthetic.py --out data/synthetic_bench '
-        '--num-train 48 --num-val 16 --num-test 32 --size 256 --seed 0'),
+    synthetic=_base_.synthetic_data,
     synthetic_points=dict(
         path='data/synthetic_bench/vor_dir/train',
         make='python tools/generate_point_labels.py --root data/synthetic_bench '
         '--splits train --points-from bbox'),
-    mnfinder=dict(
-        path='data/mnfinder/ann_dir/val',
-        make='python tools/dataset_converters/mnfinder.py --root $MNFINDER_ROOT '
-        '--out data/mnfinder'),
+    mnfinder=_base_.mnfinder_data,
     mnfinder_points=dict(
         path='data/mnfinder/vor_dir/train',
         make='python tools/generate_point_labels.py --root data/mnfinder '
         '--splits train --points-from bbox'))
-_synthetic_root = dict(
-    train_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    val_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    test_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')))
+_synthetic_root = _base_.synthetic_root
 _cfg = 'configs/point_supervision/scnet_r18-c32_{}_400i_{}.py'
 
 

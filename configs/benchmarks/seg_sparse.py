@@ -4,6 +4,7 @@
 # Peers: mmseg's U-Net (S5-D16, FCN head) and DeepLabV3+ (configs/benchmarks/zoo/, stock
 # cross-entropy, widths reduced for this CPU). Methods: the same U-Net with focal loss,
 # exclusive cross-entropy (ECE) and focal ECE (Panteli et al. 2021), each against the U-Net.
+_base_ = ['./_base_/data.py']
 task = 'seg'
 title = 'does exclusive cross-entropy beat the mmseg zoo on sparsely annotated nuclei?'
 seeds = [0, 1, 2]
@@ -17,19 +18,8 @@ background; nested subsets seeded by the run's seed); validation and test labels
 complete. mnfinder: real fluorescence nuclei (its test-data is held out: the validation
 images are the test set). Training on 128x128 crops, inference by 256x256 sliding windows.
 """
-data = dict(
-    synthetic=dict(
-        path='data/synthetic_bench/ann_dir/test',
-        make='python tools/dataset_converters/synthetic.py --out data/synthetic_bench '
-        '--num-train 48 --num-val 16 --num-test 32 --size 256 --seed 0'),
-    mnfinder=dict(
-        path='data/mnfinder/ann_dir/val',
-        make='python tools/dataset_converters/mnfinder.py --root $MNFINDER_ROOT '
-        '--out data/mnfinder'))
-_synthetic_root = dict(
-    train_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    val_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')),
-    test_dataloader=dict(dataset=dict(data_root='data/synthetic_bench/')))
+data = dict(synthetic=_base_.synthetic_data, mnfinder=_base_.mnfinder_data)
+_synthetic_root = _base_.synthetic_root
 _zoo = 'configs/benchmarks/zoo/{}_300i_{}-sparse30-128x128.py'
 _ece = 'configs/exclusive_ce/unet-s5-d16-c16_fcn_{}_300i_{}-sparse30-128x128.py'
 _all = [0.1, 0.3, 1.0]
