@@ -423,7 +423,9 @@ def _segmentation_equality(slide, level, roi):
     d = slide.level_downsamples[level]
     for ra, rb in zip(a, b):
         assert np.allclose(ra[0], rb[0], atol=1e-9) and ra[1] == rb[1]
-        assert abs(ra[2] - rb[2]) < 1e-5
+        # mean float32 probabilities: oneDNN blocks a 128 px tile and the whole region
+        # differently, so the sums differ in the last bits (1.6e-5 seen on one machine)
+        assert abs(ra[2] - rb[2]) < 1e-4
         assert np.allclose(ra[4], rb[4], atol=1e-9)  # identical outlines (level-0 px)
     # some instances cross core borders (the stitching was exercised): boxes wider
     # than a core
