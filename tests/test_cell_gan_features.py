@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from projects.cell_gan.dataset import dihedral
 from projects.cell_gan.evaluation import (binary_prf, cell_proportions, confusion_table,
                                           cross_validate_images, hog_features,
-                                          kmeans_image_classifier, pixel_features, summarise,
-                                          svm_predict, weighted_prf)
+                                          kmeans_clusters, kmeans_image_classifier,
+                                          pixel_features, summarise, svm_predict,
+                                          view_agreement, weighted_prf)
 from projects.cell_gan.metrics import cluster_scores
 from conftest import REPO, run_tool  # noqa: E402
 
@@ -136,6 +138,30 @@ def test_summarise_mean_and_sample_std():
     assert summarise([0.4])['std'] == 0.0
 
 
+def test_view_agreement_by_hand():
+    # 4 crops, 3 views (view 0 = the crop itself):
+    #   view 0: 0 0 1 2
+    #   view 1: 0 1 1 2   -> agrees with view 0 on 3 of 4 crops
+    #   view 2: 0 0 2 0   -> agrees on 2 of 4
+    # agreement = (3 + 2) / 8 = 0.625; crop 0 agrees in both views, crop 1
+    # not in view 1, crop 2 not in view 2, crop 3 not in view 2 -> all_agree = 1/4.
+    # cluster shares over the 12 predictions: 0 -> 6, 1 -> 3, 2 -> 3 -> chance
+    # = (1/2)^2 + (1/4)^2 + (1/4)^2 = 0.375
+    v = view_agreement(np.array([[0, 0, 1, 2], [0, 1, 1, 2], [0, 0, 2, 0]]),
+                       names=['id', 'a', 'b'])
+    assert v['agreement'] == pytest.approx(0.625) and v['all_agree'] == pytest.approx(0.25)
+    assert v['per_view'] == {'a': pytest.approx(0.75), 'b': pytest.approx(0.5)}
+    assert v['chance'] == pytest.approx(0.375)
+    assert (v['num_views'], v['num_crops']) == (3, 4)
+    # one cluster for everything: agreement 1, and so is chance
+    v = view_agreement(np.zeros((8, 5), int))
+    assert v['agreement'] == v['all_agree'] == v['chance'] == 1.0
+    with pytest.raises(ValueError, match=r'got shape \(4,\)'):
+        view_agreement(np.zeros(4, int))
+    with pytest.raises(ValueError, match='2 names for 3 views'):
+        view_agreement(np.zeros((3, 2), int), names=['a', 'b'])
+
+
 def test_confusion_table_by_hand():
     t = confusion_table([0, 0, 1, 2, 2, 2], [1, 1, 0, 0, 1, 1], 4, 2)
     assert t.tolist() == [[0, 2], [1, 0], [1, 2], [0, 0]]
@@ -218,20 +244,24 @@ def base_args(p: dict, out: str) -> list:
             '--no-progress']
 
 
-def q_clusters_independently(p: dict, ann: str) -> tuple:
-    """argmax of q_logits on crops scaled to [-1, 1] RGB by hand (not the preprocessor)."""
+def q_clusters_independently(p: dict, ann: str, view: int = 0,
+                             q_features: bool = False) -> tuple:
+    """argmax of q_logits on crops scaled to [-1, 1] RGB by hand (not the preprocessor),
+    each crop under symmetry ``view``; with ``q_features`` also Q's pooled trunk."""
     from projects.cell_gan.model import CellInfoWGAN
     model = CellInfoWGAN(z_dim=4, num_categories=3, channels=4)
     model.load_state_dict(torch.load(p['ckpt'], weights_only=True)['state_dict'])
     model.eval()
     with open(ann) as f:
         data = json.load(f)['data_list']
-    rgb = np.stack([np.asarray(Image.open(osp.join(osp.dirname(ann), d['img_path'])))
-                    for d in data])
+    rgb = np.stack([dihedral(np.asarray(Image.open(osp.join(osp.dirname(ann), d['img_path']))),
+                             view) for d in data])
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
-        logits = model.q_logits(x)
-    return logits.argmax(1).numpy(), np.array([d['gt_label'] for d in data])
+        logits = model.auxiliary(x)  # Q's own residual trunk and its head
+        feats = model.auxiliary.trunk(x)[0]
+    out = (logits.argmax(1).numpy(), np.array([d['gt_label'] for d in data]))
+    return out + (feats.numpy(), ) if q_features else out
 
 
 # ------------------------------------------------------------------ end to end
@@ -276,8 +306,29 @@ def test_tool_end_to_end(fixture_dir, tmp_path):
     for clf in ('k-means(2)', 'L2-SVM'):
         f = img['results']['k-means on pixels'][clf]['f_score']
         assert f['per_repeat'] == [1.0, 1.0] and f['std'] == 0.0
-    # 4 D blocks x 4 channels x 4 x 4 cells; 32 x 32 x 3 pixels; HOG as above
-    assert res['settings']['feature_dims'] == dict(D=4 * 4 * 16, pixels=3072, HOG=1764)
+    # 4 D blocks x 4 channels x 4 x 4 cells; Q's pooled trunk: 4 channels; 32 x 32 x 3
+    # pixels; HOG as above
+    assert res['settings']['feature_dims'] == dict(D=4 * 4 * 16, Q=4, pixels=3072, HOG=1764)
+
+    # k-means on Q's features (its pooled trunk), fitted on the training crops
+    _, _, f_tr = q_clusters_independently(p, p['train'], q_features=True)
+    _, _, f_te = q_clusters_independently(p, p['test'], q_features=True)
+    _, (km, ) = kmeans_clusters(f_tr, 3, 0, predict=[f_te])
+    want = cluster_scores(km[lab], labels[lab])
+    got = res['table2']['w_seg']['k-means on Q features']
+    for key in ('purity', 'entropy', 'f_score'):
+        assert got[key] == pytest.approx(want[key], abs=1e-6)
+    # orientation: argmax Q of every test crop under the 8 symmetries, recomputed here
+    views = np.stack([q_clusters_independently(p, p['test'], view=k)[0] for k in range(8)])
+    same = views[1:] == views[0]
+    o = res['orientation']
+    assert o['num_views'] == 8 and o['num_crops'] == len(clusters)
+    assert o['agreement'] == pytest.approx(same.mean())
+    assert o['all_agree'] == pytest.approx(same.all(0).mean())
+    assert list(o['per_view'].values()) == pytest.approx(same.mean(1).tolist())
+    assert list(o['per_view']) == ['rot90', 'rot180', 'rot270', 'flip-lr', 'flip-lr+rot90',
+                                   'flip-ud', 'flip-lr+rot270']
+    assert f'all 8 copies agree for {o["all_agree"]:.1%}' in md
 
 
 def test_tool_errors_name_the_file(fixture_dir, tmp_path):

@@ -12,3 +12,13 @@ default_hooks = dict(
     # unsupervised: the last epoch is the model (labels only score it, never select it)
     checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=1, max_keep_ckpts=2),
     visualization=dict(_delete_=True, type='CellGANSampleHook', interval=200, num_rows=8))
+# Eq. (9): the generator step minimises L_G + lambda2 L_Q (lambda2 weighs the two for G's
+# Adam); the Q step (the base schedule's) then updates Q and G on L_Q, as the authors' code.
+model = dict(q_loss_in_generator_step=True)
+# Augmentation: each crop, each epoch, one of the 8 symmetries of the square. The variants
+# *_rot_* (the paper's rotations), *_flip_* (the authors' flips) and *_noaug_* change it.
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='StrictLoadImageFromFile'),
+    dict(type='RandomDihedral', rotations=True, flips=True),
+    dict(type='PackPatchInputs'),
+]))

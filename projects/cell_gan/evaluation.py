@@ -4,7 +4,8 @@ Plain numpy / scikit-learn functions used by ``tools/analysis_tools/cell_gan_fea
 baseline features (raw pixels, HOG), k-means clustering, the L2-SVM, support-weighted and
 binary precision / recall / F-score (eq. 13), per-image cell proportions
 P_i = X_i / sum_k X_k (sect. III-B.2) and the image-level cross-validation of sect. IV-E
-(k-means(2) with majority-labelled clusters, or an L2-SVM, on the proportions).
+(k-means(2) with majority-labelled clusters, or an L2-SVM, on the proportions), and the
+diagnostic of how much argmax Q depends on a crop's orientation (:func:`view_agreement`).
 """
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,7 +15,7 @@ import numpy as np
 __all__ = ['HOG_ORIENTATIONS', 'HOG_PIXELS_PER_CELL', 'HOG_CELLS_PER_BLOCK', 'SVM_C',
            'pixel_features', 'hog_features', 'kmeans_clusters', 'svm_predict',
            'weighted_prf', 'binary_prf', 'cell_proportions', 'kmeans_image_classifier',
-           'cross_validate_images', 'confusion_table', 'summarise']
+           'cross_validate_images', 'confusion_table', 'summarise', 'view_agreement']
 
 #: HOG on the grey 32x32 crop: 9 orientations, 4x4-px cells, 2x2-cell blocks (L2-Hys)
 #: -> 7 x 7 blocks x 4 cells x 9 = 1764-d, the standard setting closest to the 2048-d
@@ -236,3 +237,32 @@ def confusion_table(clusters: Sequence[int], classes: Sequence[int], num_cluster
     table = np.zeros((num_clusters, num_classes), np.int64)
     np.add.at(table, (k, j), 1)
     return table
+
+
+def view_agreement(view_clusters: np.ndarray, names: Optional[Sequence[str]] = None
+                   ) -> Dict[str, object]:
+    """How often a crop keeps its cluster when it is rotated / flipped.
+
+    ``view_clusters`` (V, N): cluster of each of N crops under V views, view 0 = the crop
+    itself (e.g. the 8 symmetries of :func:`projects.cell_gan.dataset.dihedral`).
+
+    Returns ``agreement``: the share of (crop, view >= 1) pairs in the crop's own cluster;
+    ``all_agree``: the share of crops whose V views share one cluster; ``per_view``
+    {name: agreement of that view}; ``chance``: sum_k p_k^2 with p_k the share of all
+    V * N predictions in cluster k, the agreement of clusters drawn independently of the
+    crop with the same sizes (1 when everything falls in one cluster).
+    """
+    v = np.asarray(view_clusters, np.int64)
+    if v.ndim != 2 or v.shape[0] < 2 or v.shape[1] < 1:
+        raise ValueError(f'view_agreement: expected (views >= 2, crops >= 1) cluster ids, '
+                         f'got shape {v.shape}')
+    if names is None:
+        names = [str(i) for i in range(v.shape[0])]
+    if len(names) != v.shape[0]:
+        raise ValueError(f'view_agreement: {len(names)} names for {v.shape[0]} views')
+    same = v[1:] == v[:1]
+    p = np.bincount(v.ravel() - v.min()) / v.size
+    return dict(agreement=float(same.mean()), all_agree=float(same.all(axis=0).mean()),
+                per_view={str(n): float(s) for n, s in zip(names[1:], same.mean(axis=1))},
+                chance=float((p ** 2).sum()), num_views=int(v.shape[0]),
+                num_crops=int(v.shape[1]))

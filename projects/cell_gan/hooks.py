@@ -12,7 +12,7 @@ from projects.common.registry import HOOKS, register
 
 __all__ = ['sample_grid', 'CellGANSampleHook']
 
-GENERATOR_KEYS = ('loss_g', 'loss_q', 'q_acc')  # logged after G / Q steps only
+GENERATOR_KEYS = ('loss_g', 'loss_g_q', 'loss_q', 'q_acc')  # logged after G / Q steps only
 
 
 def sample_grid(images: np.ndarray, rows: int, cols: int, border: int = 2,

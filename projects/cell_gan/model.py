@@ -1,16 +1,25 @@
 """CellInfoWGAN: WGAN-GP + InfoGAN of Hu et al. 2018, trained by MMEngine's standard runner.
 
 One runner iteration is one critic iteration on one real batch (eq. 10). After every
-``n_critic``-th critic iteration the model runs one generator iteration (eq. 11) and then
-one auxiliary-network iteration (eq. 12), each on freshly sampled (z, c) (sect. IV-B:
-"five discriminator iterations, one generator iteration, and one auxiliary network
-iteration"). The optimisers live in an :class:`~mmengine.optim.OptimWrapperDict` with the
-keys ``generator``, ``discriminator`` and ``auxiliary`` (built by
+``n_critic``-th critic iteration the model runs one generator iteration and then one
+auxiliary-network iteration, each on freshly sampled (z, c) (sect. IV-B: "five
+discriminator iterations, one generator iteration, and one auxiliary network iteration").
+
+The generator iteration minimises L_G + lambda2 * CE(Q(G(z, c)), c) over G (eq. 9: G plays
+both terms), with D and Q frozen; the auxiliary iteration minimises eq. (12) over whatever
+the ``auxiliary`` optimiser holds (Q and G in the configs; Q, G and D's trunk in the
+authors' code). lambda2 has to enter the generator step: each step has its own Adam, and
+Adam ignores a constant factor on a loss, so a lambda2 that scales only the Q step's loss
+changes nothing (``q_loss_in_generator_step=False`` keeps that behaviour for comparison).
+
+The optimisers live in an :class:`~mmengine.optim.OptimWrapperDict` with the keys
+``generator``, ``discriminator`` and ``auxiliary`` (built by
 :class:`GANOptimWrapperConstructor`); the count of critic steps is a buffer of the model,
 so a checkpoint resumes the schedule where it stopped.
 """
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -33,6 +42,21 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if is_model_wrapper(module) else module
 
 
+@contextmanager
+def _frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` take no gradient inside the block (the path through them
+    to their input still does); their ``requires_grad`` flags are restored after it."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 @register(MODELS)
 class CellInfoWGAN(BaseModel):
     """Residual WGAN-GP with an InfoGAN categorical code (Hu et al. 2018, eqs. 8-12).
@@ -44,9 +68,13 @@ class CellInfoWGAN(BaseModel):
         img_size: crop size (32 in the paper).
         n_critic: critic iterations per generator (and auxiliary) iteration (5).
         lambda1: gradient-penalty weight of eq. (10) (10).
-        lambda2: weight of the Q loss, eq. (12) (1).
+        lambda2: weight of the Q loss, eq. (12) (1); it weighs L_Q against L_G in the
+            generator step.
         q_shares_trunk: Q is a head on D's trunk (the authors' code) instead of its own
             residual network (the paper's Fig. 3, the default; see the README).
+        q_loss_in_generator_step: the generator step minimises L_G + lambda2 L_Q (default).
+            False: L_G alone, L_Q only in the Q step, where lambda2 is a no-op under Adam
+            (the behaviour before issue 17, kept to measure the fix against).
         data_preprocessor: maps uint8 crops to [-1, 1] (mean = std = 127.5 by default) and
             the loader's BGR order to RGB, so G generates RGB.
     """
@@ -54,6 +82,7 @@ class CellInfoWGAN(BaseModel):
     def __init__(self, z_dim: int = 32, num_categories: int = 5, channels: int = 128,
                  img_size: int = 32, n_critic: int = 5, lambda1: float = 10.0,
                  lambda2: float = 1.0, q_shares_trunk: bool = False,
+                 q_loss_in_generator_step: bool = True,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='ImgDataPreprocessor', mean=[127.5] * 3,
@@ -72,6 +101,7 @@ class CellInfoWGAN(BaseModel):
         self.generator = ResGenerator(z_dim, num_categories, channels, img_size)
         self.discriminator = ResDiscriminator(channels, img_size)
         self.q_shares_trunk = bool(q_shares_trunk)
+        self.q_loss_in_generator_step = bool(q_loss_in_generator_step)
         self.auxiliary = QNetwork(channels, num_categories, img_size, self.q_shares_trunk)
         # critic iterations done so far: decides when G and Q step, saved in checkpoints
         self.register_buffer('critic_steps', torch.zeros((), dtype=torch.long))
@@ -103,6 +133,13 @@ class CellInfoWGAN(BaseModel):
         if self.q_shares_trunk:
             return self.auxiliary(self.discriminator(inputs)[1])
         return self.auxiliary(inputs)
+
+    def q_features(self, inputs: Tensor) -> Tensor:
+        """Q's representation of preprocessed images: the (B, C) input of its linear head
+        (its own pooled trunk, or D's when ``q_shares_trunk``)."""
+        if self.q_shares_trunk:
+            return self.discriminator(inputs)[1]
+        return _unwrap(self.auxiliary).features(inputs)
 
     def extract_features(self, inputs: Tensor, grid: int = 4) -> Tensor:
         """Sect. IV-C feature: each D block's output max-pooled to ``grid`` x ``grid``,
@@ -154,24 +191,32 @@ class CellInfoWGAN(BaseModel):
                     wdist=(d_real.mean() - d_fake.mean()).detach())
 
     def _generator_step(self, batch: int, optim) -> Dict[str, Tensor]:
-        """Eq. (11); D's weights take no gradient (only the path to G's output does)."""
-        disc = self.discriminator
-        flags = [p.requires_grad for p in disc.parameters()]
-        for p in disc.parameters():
-            p.requires_grad_(False)
-        try:
+        """G's share of eq. (9): L_G (eq. 11) + lambda2 L_Q (eq. 12) on one (z, c) batch.
+
+        D's and Q's weights take no gradient (only the path to G's output does). Logs
+        ``loss_g`` = L_G and ``loss_g_q`` = lambda2 L_Q of this step."""
+        with_q = self.q_loss_in_generator_step and self.lambda2 > 0
+        with _frozen(self.discriminator, self.auxiliary):
             with optim.optim_context(self.generator):
-                loss = generator_loss(disc(self.generator(*self.sample(batch)))[0])
+                z, c = self.sample(batch)
+                fake = self.generator(z, c)
+                d_fake, pooled = self.discriminator(fake)[:2]
+                loss = loss_g = generator_loss(d_fake)
+                logs = dict(loss_g=loss_g.detach())
+                if with_q:
+                    logits = self.auxiliary(pooled if self.q_shares_trunk else fake)
+                    loss_gq = q_loss(logits, c, self.lambda2)
+                    loss = loss + loss_gq
+                    logs['loss_g_q'] = loss_gq.detach()
             optim.zero_grad()
             optim.update_params(loss)
-        finally:
-            for p, flag in zip(disc.parameters(), flags):
-                p.requires_grad_(flag)
-        return dict(loss_g=loss.detach())
+        return logs
 
     def _auxiliary_step(self, batch: int, optim) -> Dict[str, Tensor]:
         """Eq. (12): -lambda2 log Q(c | G(z, c)); updates whatever the auxiliary optimiser
-        holds (Q's head, and G and D's trunk in the authors' set-up)."""
+        holds (Q and G in the configs; Q's head, G and D's trunk in the authors' set-up).
+        Under Adam lambda2 > 0 does not change this step: its weight acts in the generator
+        step."""
         with optim.optim_context(self.auxiliary):
             z, c = self.sample(batch)
             logits = self.q_logits(self.generator(z, c))

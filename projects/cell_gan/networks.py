@@ -130,18 +130,24 @@ class QNetwork(nn.Module):
     """Auxiliary network Q: logits of Q(c | x) over the K categories (softmax in the loss
     and the prediction).
 
+    ``shared_trunk=False`` (the default, as :class:`CellInfoWGAN`'s ``q_shares_trunk``;
+    the paper's Fig. 3: Q is its own residual network): a :class:`ResTrunk` of its own,
+    same architecture as D's, and a linear head; ``forward`` takes images.
     ``shared_trunk=True`` (the authors' code): a linear head on D's pooled trunk, so
-    ``forward`` takes D's pooled features (B, C). ``shared_trunk=False`` (the paper's
-    Fig. 3: Q is its own residual network): a :class:`ResTrunk` of its own, same
-    architecture as D's, and a linear head; ``forward`` takes images.
+    ``forward`` takes D's pooled features (B, C).
     """
 
     def __init__(self, channels: int = 128, num_categories: int = 5, img_size: int = 32,
-                 shared_trunk: bool = True):
+                 shared_trunk: bool = False):
         super().__init__()
-        self.shared_trunk = shared_trunk
-        self.trunk = None if shared_trunk else ResTrunk(channels, img_size)
+        self.shared_trunk = bool(shared_trunk)
+        self.trunk = None if self.shared_trunk else ResTrunk(channels, img_size)
         self.fc = nn.Linear(channels, num_categories)
 
+    def features(self, x: Tensor) -> Tensor:
+        """The (B, C) input of the linear head: Q's pooled trunk of images, or ``x`` itself
+        (D's pooled trunk) when the trunk is shared."""
+        return x if self.trunk is None else self.trunk(x)[0]
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(x if self.trunk is None else self.trunk(x)[0])
+        return self.fc(self.features(x))

@@ -10,8 +10,10 @@ Table I (cell-level classification with features) and the image-level result (se
 1. Table II: clusters of the labelled test crops scored by purity / entropy / F-score
    (:func:`projects.cell_gan.metrics.cluster_scores`). Ours = argmax Q. Baselines: k-means
    (k-means++, 10 restarts, K clusters) on raw pixels and on HOG, plus k-means on our D
-   features (extra row). Every k-means is fitted on all training crops (labels unused) and
-   applied to the test crops: the protocol of Q, which is trained on the training crops.
+   features and on Q's features (the input of Q's linear head; extra rows: does Q's
+   representation hold the classes even where its argmax does not?). Every k-means is
+   fitted on all training crops (labels unused) and applied to the test crops: the
+   protocol of Q, which is trained on the training crops.
 2. Table I: L2-SVM (standardised features, LinearSVC) trained on the labelled training
    crops, tested on the labelled test crops; support-weighted precision / recall / F-score.
    Features: our D features (sect. IV-C), raw pixels, HOG.
@@ -24,6 +26,12 @@ Table I (cell-level classification with features) and the image-level result (se
    Proportions from argmax Q (ours) and from the k-means-on-pixels clusters (baseline).
 4. ``clusters.png``: per Q cluster up to 12 random test crops (Fig. 8) with its majority
    class; the cluster x class table is in the JSON.
+5. Orientation diagnostic: argmax Q of every test crop under the 8 rotations / flips of the
+   square (:func:`projects.cell_gan.dataset.dihedral`); the share of rotated / flipped
+   copies that stay in the crop's cluster, per symmetry and overall, the share of crops
+   whose 8 copies agree, and the agreement expected by chance from the cluster sizes
+   (:func:`projects.cell_gan.evaluation.view_agreement`). A cell's class does not depend
+   on its orientation; a low agreement means c encodes orientation.
 
 Writes OUT/cell_gan_eval.json, OUT/cell_gan_eval.md (printed too) and OUT/clusters.png.
 """
@@ -39,11 +47,13 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import projects  # noqa: E402,F401  (registration, checkpoint-loader fix)
+from projects.cell_gan.dataset import DIHEDRAL_NAMES, dihedral  # noqa: E402
 from projects.cell_gan.evaluation import (HOG_CELLS_PER_BLOCK, HOG_ORIENTATIONS,  # noqa: E402
                                           HOG_PIXELS_PER_CELL, SVM_C, cell_proportions,
                                           confusion_table, cross_validate_images,
                                           hog_features, kmeans_clusters, pixel_features,
-                                          summarise, svm_predict, weighted_prf)
+                                          summarise, svm_predict, view_agreement,
+                                          weighted_prf)
 from projects.cell_gan.metrics import cluster_scores  # noqa: E402
 from projects.common.io import atomic_write, read_rgb_uint8, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
@@ -52,6 +62,7 @@ SCRIPT = 'tools/analysis_tools/cell_gan_features.py'
 CROPS_PER_ROW = 12
 OURS_Q = 'Ours: argmax Q'
 KM_PIX, KM_HOG, KM_D = 'k-means on pixels', 'k-means on HOG', 'k-means on D features'
+KM_Q = 'k-means on Q features'
 SVM_D, SVM_PIX, SVM_HOG = 'L2-SVM on D features (ours)', 'L2-SVM on pixels', 'L2-SVM on HOG'
 PROP_Q, PROP_PIX = 'argmax Q (ours)', 'k-means on pixels'
 
@@ -158,17 +169,36 @@ def load_model(config: str, checkpoint: str, device: str):
 
 
 @torch.no_grad()
-def q_and_features(model, crops: np.ndarray, batch: int, progress: bool = True):
-    """Q logits (N, K) and the sect. IV-C D features (N, D) of RGB uint8 crops, through
-    the model's own data preprocessor (which takes BGR, like the training loader)."""
-    logits, feats = [], []
+def q_and_features(model, crops: np.ndarray, batch: int, progress: bool = True,
+                   features: bool = True) -> tuple:
+    """Q logits (N, K), the sect. IV-C D features (N, D) and Q's features (N, C) (the
+    input of its linear head) of RGB uint8 crops, through the model's own data
+    preprocessor (which takes BGR, like the training loader). ``features=False``: the
+    logits only (the two feature arrays are None)."""
+    logits, d_feats, q_feats = [], [], []
     starts = list(range(0, len(crops), batch))
     for s in track(starts, progress):
         bgr = torch.from_numpy(np.ascontiguousarray(crops[s:s + batch, ..., ::-1]))
         x = model.data_preprocessor(dict(inputs=list(bgr.permute(0, 3, 1, 2))), False)['inputs']
         logits.append(model.q_logits(x).float().cpu().numpy())
-        feats.append(model.extract_features(x).float().cpu().numpy())
-    return np.concatenate(logits), np.concatenate(feats)
+        if features:
+            d_feats.append(model.extract_features(x).float().cpu().numpy())
+            q_feats.append(model.q_features(x).float().cpu().numpy())
+    if not features:
+        return np.concatenate(logits), None, None
+    return np.concatenate(logits), np.concatenate(d_feats), np.concatenate(q_feats)
+
+
+def orientation_agreement(model, crops: np.ndarray, clusters: np.ndarray, batch: int,
+                          progress: bool = True) -> dict:
+    """argmax Q of the crops under the 8 symmetries of the square, scored by
+    :func:`view_agreement` (view 0 = the crops as given, whose ``clusters`` are known)."""
+    views = [np.asarray(clusters, np.int64)]
+    for k in range(1, 8):
+        turned = np.stack([dihedral(c, k) for c in crops])
+        views.append(q_and_features(model, turned, batch, progress, features=False)[0]
+                     .argmax(1))
+    return view_agreement(np.stack(views), DIHEDRAL_NAMES)
 
 
 # ---------------------------------------------------------------------- results
@@ -326,7 +356,7 @@ def to_markdown(res: dict) -> str:
         return out + ['']
 
     lines += table(f'Table II: cell-level clustering ({s["num_test_labelled"]} labelled '
-                   'test crops)', [KM_PIX, KM_HOG, KM_D, OURS_Q],
+                   'test crops)', [KM_PIX, KM_HOG, KM_D, KM_Q, OURS_Q],
                    [('purity', 'Purity'), ('entropy', 'Entropy (bits)'),
                     ('f_score', 'F-score')], 'table2')
     lines += table('Table I: cell-level classification, L2-SVM, labelled train -> test '
@@ -359,6 +389,15 @@ def to_markdown(res: dict) -> str:
         lines.append(f'| {k} | ' + ' | '.join(str(v) for v in row) +
                      f' | {conf["cluster_sizes"][k]} |')
     lines += ['', '![Q clusters](clusters.png)', '']
+    v = res['orientation']
+    lines += ['## Orientation: argmax Q under the 8 rotations / flips of each test crop', '',
+              f'{v["num_crops"]} test crops. A rotated / flipped copy stays in the crop\'s '
+              f'cluster in {v["agreement"]:.1%} of the cases (chance from the cluster sizes: '
+              f'{v["chance"]:.1%}); all 8 copies agree for {v["all_agree"]:.1%} of the crops.',
+              '', '| Symmetry | ' + ' | '.join(v['per_view']) + ' |',
+              '|' + '---|' * (len(v['per_view']) + 1),
+              '| same cluster | ' + ' | '.join(f'{a:.3f}' for a in v['per_view'].values())
+              + ' |', '']
     return '\n'.join(lines)
 
 
@@ -396,9 +435,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     print(f'Q and D features of {len(train["crops"])} + {len(test["crops"])} crops on '
           f'{device} ...', flush=True)
-    q_tr, d_tr = q_and_features(model, train['crops'], args.batch, progress)
-    q_te, d_te = q_and_features(model, test['crops'], args.batch, progress)
+    q_tr, d_tr, qf_tr = q_and_features(model, train['crops'], args.batch, progress)
+    q_te, d_te, qf_te = q_and_features(model, test['crops'], args.batch, progress)
     cq_tr, cq_te = q_tr.argmax(1), q_te.argmax(1)
+    print(f'argmax Q of the {len(test["crops"])} test crops under the 8 rotations / flips '
+          '...', flush=True)
+    views = orientation_agreement(model, test['crops'], cq_te, args.batch, progress)
 
     print('Table II / Table I ...', flush=True)
     y_te = test['labels'][lab_te]
@@ -406,6 +448,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                                        args.svm_c, progress)
     _, (cd_te, ) = kmeans_clusters(d_tr, k, args.seed, predict=[d_te])
     t2[KM_D] = _scores(cd_te[lab_te], y_te)
+    _, (cqf_te, ) = kmeans_clusters(qf_tr, k, args.seed, predict=[qf_te])
+    t2[KM_Q] = _scores(cqf_te[lab_te], y_te)
     t2[OURS_Q] = _scores(cq_te[lab_te], y_te)
     pred, warn[SVM_D] = svm_predict(d_tr[lab_tr], train['labels'][lab_tr], d_te[lab_te],
                                     args.svm_c, args.seed)
@@ -444,7 +488,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                       num_categories=num_q, kmeans_k=k, seed=args.seed, folds=args.folds,
                       cv_repeats=args.cv_repeats, svm_c=args.svm_c, batch=args.batch,
                       device=device, hog=hog,
-                      feature_dims=dict(D=int(d_tr.shape[1]), **dims),
+                      feature_dims=dict(D=int(d_tr.shape[1]), Q=int(qf_tr.shape[1]), **dims),
                       num_train_crops=len(train['crops']), num_train_labelled=int(lab_tr.size),
                       num_test_crops=len(test['crops']), num_test_labelled=int(lab_te.size),
                       svm_convergence_warnings=warn),
@@ -453,6 +497,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         image_level=img,
         confusion=dict(classes=classes, table=table.tolist(),
                        cluster_sizes=[int(v) for v in sizes]),
+        orientation=views,
         clusters_png='clusters.png')
     draw_clusters(osp.join(args.out, 'clusters.png'), test['crops'], cq_te, test['labels'],
                   classes, num_q, args.seed)
