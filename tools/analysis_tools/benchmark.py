@@ -768,8 +768,12 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
 
         def best(role: str) -> Optional[dict]:
             allowed = h.get('methods' if role == 'method' else 'peers')
+            # an operating-point row is the same model as its source: it competes only
+            # on the metrics its threshold changes
             done = [r for r in t['rows'] if r['row']['role'] == role and len(r['seeds']) >= 2
-                    and (allowed is None or r['row']['name'] in allowed)]
+                    and (allowed is None or r['row']['name'] in allowed)
+                    and (not r['row']['same_as']
+                         or m in OPERATING_POINTS[r['row']['operating_point']])]
             return max(done, key=lambda r: (np.mean([x['metrics'][m] for x in
                                                      r['seeds'].values()]),
                                             r['row']['name']), default=None)
