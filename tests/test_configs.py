@@ -172,8 +172,9 @@ def test_config_builds_and_gives_finite_losses(path):
 
 
 def _gan_config_trains(cfg: Config, ctx) -> None:
-    """A GAN trains through train_step: n_critic iterations on two crops take one critic
-    step each and, after the last, one generator and one Q step, all finite."""
+    """Smoke: a GAN trains through train_step: n_critic iterations on two crops take one
+    critic step each and, after the last, one generator and one Q step, all finite (the
+    values are tested in tests/test_cell_gan_model.py)."""
     from mmengine.optim import build_optim_wrapper
     with ctx:
         from mmseg.registry import MODELS
@@ -186,7 +187,6 @@ def _gan_config_trains(cfg: Config, ctx) -> None:
         logs = [model.train_step(data, optim) for _ in range(cfg.model.n_critic)]
     assert 'loss_g' not in logs[0] and {'loss_g', 'loss_q'} <= set(logs[-1])
     assert all(torch.isfinite(v) for log in logs for v in log.values())
-    assert logs[-1]['loss_q'] > 0  # -log Q(c | G(z, c)) of an untrained Q
 
 
 @pytest.mark.parametrize('path', [p for p in CONFIGS
