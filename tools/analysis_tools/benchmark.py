@@ -184,7 +184,7 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                        cfg_options=r.get('cfg_options', {}),
                        iters=r.get('iters', None if r.get('epochs') else spec['iters']),
                        epochs=r.get('epochs', None if r.get('iters') else spec['epochs']),
-                       label=r.get('label', rname), where=rwhere)
+                       where=rwhere)
             if row['same_as']:
                 if row['operating_point'] not in OPERATING_POINTS:
                     raise SpecError(f'{rwhere}: same_as needs operating_point in '
@@ -273,12 +273,24 @@ def final_checkpoint(child: str, row: dict) -> str:
     return path
 
 
+_LOADED: Dict[str, Any] = {}
+
+
+def _load_row_config(path: str, opts: dict):
+    """A row's config with its options, loaded once per (file, options, file contents) and
+    copied for each (fraction, seed)."""
+    from projects.common.runner_utils import load_config
+    key = json.dumps([path, opts, osp.getmtime(path)], sort_keys=True, default=str)
+    if key not in _LOADED:
+        _LOADED[key] = load_config(path, opts or None)
+    return copy.deepcopy(_LOADED[key])
+
+
 def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: int):
     """The resolved config of one run (work_dir not set) and the SHA-256 of its content."""
-    from projects.common.runner_utils import load_config
     opts = {**group['cfg_options'], **row['cfg_options']}
     src = f'{row["where"]}: {row["config"]}'
-    cfg = copy.deepcopy(load_config(osp.join(REPO, row['config']), opts or None))
+    cfg = _load_row_config(osp.join(REPO, row['config']), opts)
     cfg.pop('work_dir', None)
     cfg.pop('launcher', None)
     unit, budget = budget_of(row)
@@ -366,8 +378,6 @@ def read_runs(path: str) -> Dict[str, dict]:
             if not isinstance(rec, dict) or 'key' not in rec or 'config_sha256' not in rec:
                 raise ValueError(f'{path}: line {i} is not a run record (no "key" / '
                                  '"config_sha256")')
-            if 'budget' not in rec and 'iters' in rec:  # lines of the first version
-                rec['budget'] = ['iters', rec['iters']]
             out[rec['key']] = rec
     return out
 
@@ -376,19 +386,15 @@ _LOCK = threading.Lock()
 
 
 def append_run(path: str, record: dict) -> None:
-    """Add ``record``, replacing any earlier line of the same key (atomic rewrite)."""
+    """Add ``record``, replacing any earlier line of the same key (atomic rewrite; a
+    corrupt file is an error, never silently rewritten)."""
     with _LOCK:
-        keep = []
-        if osp.isfile(path):
-            read_runs(path)  # a corrupt file is an error, never silently rewritten
-            with open(path) as f:
-                keep = [ln for ln in f if ln.strip()
-                        and json.loads(ln)['key'] != record['key']]
-        line = json.dumps(record, sort_keys=True, separators=(',', ':')) + '\n'
+        kept = [r for k, r in read_runs(path).items() if k != record['key']]
 
         def write(tmp: str) -> None:
             with open(tmp, 'w') as f:
-                f.writelines(keep + [line])
+                for r in kept + [record]:
+                    f.write(json.dumps(r, sort_keys=True, separators=(',', ':')) + '\n')
 
         os.makedirs(osp.dirname(path), exist_ok=True)
         atomic_write(path, write)
@@ -430,50 +436,57 @@ def _image_names(raw: list) -> List[str]:
     return [osp.basename(str(r.get('img_path', i))) for i, r in enumerate(raw)]
 
 
+def _split_counts(ev_cfg: dict, pkl: str) -> Tuple[list, list, Any]:
+    """The dumped samples of one split, their (gt, pred) as ``CellDetectionMetric`` reads
+    them, and ``counts(thr)``: per-image point-matching (tp, fp, fn) at score >= thr."""
+    from projects.common.metrics import _sample_name
+    raw = _load_pkl(pkl)
+    metric = _build_metric(ev_cfg, 'mmdet', coco_ap=False, classwise=False,
+                           exclusive_recall=False)
+    read = [(metric._read_gt(s, _sample_name(s, i)), metric._read_pred(s, _sample_name(s, i)))
+            for i, s in enumerate(raw)]
+
+    def counts(thr: float) -> np.ndarray:
+        metric.score_thr = float(thr)
+        return np.array([metric._image_result(g, p, 'image')['points'] for g, p in read],
+                        dtype=np.int64).reshape(-1, 3)
+
+    return raw, read, counts
+
+
 def evaluate_det(cfg, val_pkl: str, test_pkl: str) -> dict:
     """Metrics and per-image counts of a detection run (see the module docstring)."""
-    from projects.common.calibration import labelling_frequency
-    from projects.common.metrics import _sample_name
+    from projects.common.calibration import calibrated_threshold, labelling_frequency
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'CellDetectionMetric')
-    base = dict(classwise=False, exclusive_recall=False)
-    per = {}
-    counts_on = {}
-    for split, pkl in (('val', val_pkl), ('test', test_pkl)):
-        raw = _load_pkl(pkl)
-        metric = _build_metric(ev_cfg, 'mmdet', coco_ap=False, **base)
-        read = [(metric._read_gt(s, _sample_name(s, i)), metric._read_pred(s, _sample_name(s, i)))
-                for i, s in enumerate(raw)]
-
-        def counts(thr: float, read=read, metric=metric) -> np.ndarray:
-            metric.score_thr = float(thr)
-            return np.array([metric._image_result(g, p, 'image')['points'] for g, p in read],
-                            dtype=np.int64).reshape(-1, 3)
-
-        grid = np.stack([counts(t) for t in THRESHOLDS])  # (T, images, 3)
-        per[split] = dict(raw=raw, read=read, counts=counts, grid=grid)
-        counts_on[split] = counts
-    f1_val = stats.pooled_f1(per['val']['grid'])
-    f1_test = stats.pooled_f1(per['test']['grid'])
-    thr_val, _ = stats.best_threshold(THRESHOLDS, f1_val)
-    thr_oracle, _ = stats.best_threshold(THRESHOLDS, f1_test)
+    _, val_read, val_counts = _split_counts(ev_cfg, val_pkl)
+    test_raw, _, test_counts = _split_counts(ev_cfg, test_pkl)
+    val_grid = np.stack([val_counts(t) for t in THRESHOLDS])  # (T, images, 3)
+    test_grid = np.stack([test_counts(t) for t in THRESHOLDS])
+    i_val = THRESHOLDS.index(stats.best_threshold(THRESHOLDS, stats.pooled_f1(val_grid))[0])
+    i_oracle = THRESHOLDS.index(stats.best_threshold(THRESHOLDS,
+                                                     stats.pooled_f1(test_grid))[0])
     images = [dict(gt=g['points'], pred=(p['boxes'][:, :2] + p['boxes'][:, 2:]) / 2,
-                   scores=p['scores']) for g, p in per['val']['read']]
+                   scores=p['scores']) for g, p in val_read]
     c = labelling_frequency(images, float(ev_cfg.get('radius', 12.0)))
-    thr_calib = 0.5 * c
-    ops = {'0.5': 0.5, 'val': thr_val, 'calib': thr_calib, 'oracle': thr_oracle}
-    per_image = {f'counts@{k}': counts_on['test'](t).tolist() for k, t in ops.items()}
-    metrics = {f'F1@{k}': float(stats.pooled_f1(np.array(per_image[f'counts@{k}'])))
-               for k in ops}
-    full = _build_metric(ev_cfg, 'mmdet', coco_ap=True, **base)
-    full.process(None, per['test']['raw'])
+    thr_calib = calibrated_threshold(c)
+    ops = {'0.5': 0.5, 'val': THRESHOLDS[i_val], 'calib': thr_calib,
+           'oracle': THRESHOLDS[i_oracle]}
+    # the grid already holds every operating point but the calibrated one
+    counts = {'0.5': test_grid[THRESHOLDS.index(0.5)], 'val': test_grid[i_val],
+              'calib': test_counts(thr_calib), 'oracle': test_grid[i_oracle]}
+    per_image = {f'counts@{k}': v.tolist() for k, v in counts.items()}
+    metrics = {f'F1@{k}': float(stats.pooled_f1(v)) for k, v in counts.items()}
+    full = _build_metric(ev_cfg, 'mmdet', coco_ap=True, classwise=False,
+                         exclusive_recall=False)
+    full.process(None, test_raw)
     coco = full.compute_metrics(full.results)
     metrics.update(AP=float(coco['coco_AP']), AP50=float(coco['coco_AP50']))
     extra = {f'thr@{k}': float(t) for k, t in ops.items()}
     extra['c'] = float(c)
-    totals = per['test']['grid'].sum(1)  # (T, 3) pooled tp, fp, fn on the test set
     return dict(metrics=metrics, extra=extra, per_image=per_image,
-                images=_image_names(per['test']['raw']),
-                curve_test=dict(thresholds=list(THRESHOLDS), counts=totals.tolist()))
+                images=_image_names(test_raw),
+                curve_test=dict(thresholds=list(THRESHOLDS),
+                                counts=test_grid.sum(1).tolist()))  # pooled (tp, fp, fn)
 
 
 def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
@@ -1032,17 +1045,11 @@ def report(spec: dict) -> Tuple[str, str]:
     out_dir = results_dir(spec)
     records = read_runs(osp.join(out_dir, 'runs.jsonl'))
     tables = collect(spec, records)
-    text = render_report(spec, tables)
+    os.makedirs(out_dir, exist_ok=True)
     write_json(osp.join(out_dir, 'models.json'),
                dict(models=model_summaries(spec, tables)))
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(text)
-
-    os.makedirs(out_dir, exist_ok=True)
     md = osp.join(out_dir, 'README.md')
-    atomic_write(md, write)
+    _write_text(md, render_report(spec, tables))
     png = osp.join(out_dir, 'results.png')
     plot_report(spec, tables, png)
     write_json(osp.join(out_dir, 'headlines.json'), dict(lines=headline_lines(spec, tables)))
