@@ -33,13 +33,14 @@ import math
 import os
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 __all__ = [
     'SlideReader', 'OpenSlideReader', 'TiffSlideReader', 'open_slide', 'openslide_available',
-    'tissue_mask', 'TISSUE_METHODS'
+    'tissue_mask', 'TISSUE_METHODS', 'Resolution', 'slide_mpp', 'choose_resolution',
+    'read_tile'
 ]
 
 TISSUE_METHODS = ('saturation', 'od')
@@ -495,6 +496,90 @@ def open_slide(path: str, backend: str = 'auto') -> SlideReader:
         if fmt is not None or backend == 'openslide':
             return OpenSlideReader(path)
     return TiffSlideReader(path)
+
+
+# ====================================================================== resolution
+class Resolution(NamedTuple):
+    """Where tiles are read: pyramid ``level``, ``scale`` in level-0 pixels per output
+    pixel (a point p of a tile whose top-left is level-0 ``offset`` maps back as
+    level0 = offset + p * scale), and ``mpp`` in microns per output pixel (None when the
+    slide does not say)."""
+    level: int
+    scale: float
+    mpp: Optional[float]
+    level_downsample: float = 1.0
+
+    @property
+    def resized(self) -> bool:
+        """Whether tiles are resized from the level (scale is not its downsample)."""
+        return self.scale != self.level_downsample
+
+
+def slide_mpp(reader: SlideReader) -> Optional[float]:
+    """Microns per level-0 pixel from the slide's metadata, or None."""
+    val = reader.properties.get('mpp')
+    try:
+        mpp = float(val) if val is not None else None
+    except ValueError:
+        return None
+    return mpp if mpp is not None and math.isfinite(mpp) and mpp > 0 else None
+
+
+def choose_resolution(reader: SlideReader, mpp: Optional[float] = None,
+                      level: Optional[int] = None, tol: float = 0.01) -> Resolution:
+    """The level and scale that give tiles at ``mpp`` microns per pixel, or at ``level``.
+
+    With ``mpp``: the pyramid level closest above the target (the coarsest level whose
+    resolution is at least the target's, i.e. level mpp <= target), whose tiles are then
+    resized by level mpp / target; when a level is within ``tol`` (relative) of the target
+    it is read as is (no resize; ``mpp`` reports the level's true value). A target finer
+    than level 0 reads level 0 and enlarges. A slide without mpp is a ValueError naming
+    it. With ``level``: that level, unresized. With neither: level 0. Both: ValueError.
+    """
+    if mpp is not None and level is not None:
+        raise ValueError(f'{reader.path}: give an mpp or a level, not both '
+                         f'(mpp={mpp}, level={level})')
+    mpp0 = slide_mpp(reader)
+    if mpp is None:
+        level = reader.check_level(0 if level is None else level)
+        d = float(reader.level_downsamples[level])
+        return Resolution(level, d, mpp0 * d if mpp0 else None, d)
+    if not isinstance(mpp, (int, float)) or not math.isfinite(mpp) or mpp <= 0:
+        raise ValueError(f'mpp must be a positive number, got {mpp!r}')
+    if mpp0 is None:
+        raise ValueError(f'{reader.path}: the slide has no microns-per-pixel in its '
+                         'metadata, so --mpp cannot be met; give a --level instead')
+    scale = float(mpp) / mpp0
+    downs = [float(d) for d in reader.level_downsamples]
+    ok = [k for k, d in enumerate(downs) if d <= scale * (1 + tol)]
+    k = max(ok, key=lambda j: downs[j]) if ok else 0
+    if abs(downs[k] / scale - 1) <= tol:
+        scale = downs[k]
+    return Resolution(k, scale, mpp0 * scale, downs[k])
+
+
+def read_tile(reader: SlideReader, res: Resolution, x: float, y: float, w: int,
+              h: int) -> np.ndarray:
+    """RGB uint8 (h, w, 3) at ``res`` whose top-left is level-0 (``x``, ``y``): output
+    pixel (i, j) covers level-0 [x + j s, x + (j + 1) s) x [y + i s, y + (i + 1) s) with
+    s = res.scale. Parts outside the slide are white. Resizing (when res.scale is not the
+    level's downsample) is area averaging when shrinking, bilinear when enlarging (cv2)."""
+    import cv2
+    d = float(reader.level_downsamples[res.level])
+    lw, lh = reader.level_dimensions[res.level]
+    f = res.scale / d  # level pixels per output pixel
+    lx0, ly0 = x / d, y / d
+    cols, rows = (w, h) if f == 1 else (max(1, int(round(w * f))), max(1, int(round(h * f))))
+    ix, iy = int(math.floor(lx0 + 1e-9)), int(math.floor(ly0 + 1e-9))
+    region = np.full((rows, cols, 3), 255, np.uint8)
+    xa, ya, xb, yb = max(ix, 0), max(iy, 0), min(ix + cols, lw), min(iy + rows, lh)
+    if xb > xa and yb > ya:
+        region[ya - iy:yb - iy, xa - ix:xb - ix] = reader.read_level(
+            res.level, xa, ya, xb - xa, yb - ya)
+    if (cols, rows) == (w, h):
+        return region
+    interp = cv2.INTER_AREA if f > 1 else cv2.INTER_LINEAR
+    return cv2.resize(region, (int(w), int(h)), interpolation=interp)
 
 
 # ====================================================================== tissue mask

@@ -330,11 +330,15 @@ def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: in
 
 
 def expected_runs(spec: dict, only: Optional[Sequence[str]] = None,
-                  fractions: Optional[Sequence[float]] = None) -> List[dict]:
+                  fractions: Optional[Sequence[float]] = None,
+                  datasets: Optional[Sequence[str]] = None) -> List[dict]:
     """Every (group, row, fraction, seed) that trains (same_as rows train nothing), in
-    the order of ``only`` when given (then spec order), restricted to ``fractions``."""
+    the order of ``only`` when given (then spec order), restricted to ``fractions`` and
+    ``datasets``."""
     runs = []
     for group in spec['groups']:
+        if datasets and group['dataset'] not in datasets:
+            continue
         wanted = None
         if only:
             by_name = {r['name']: r for r in group['rows']}
@@ -596,11 +600,12 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
 
 def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
                   only: Optional[Sequence[str]], threads: int = 1,
-                  fractions: Optional[Sequence[float]] = None) -> dict:
+                  fractions: Optional[Sequence[float]] = None,
+                  datasets: Optional[Sequence[str]] = None) -> dict:
     out = osp.join(results_dir(spec), 'runs.jsonl')
     done = read_runs(out)
     todo, skipped = [], 0
-    for run in expected_runs(spec, only, fractions):
+    for run in expected_runs(spec, only, fractions, datasets):
         cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
         run.update(cfg=cfg, sha=sha)
         rec = done.get(run['key'])
@@ -1096,6 +1101,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='only these rows, run in this order')
     p.add_argument('--fractions', type=float, nargs='+',
                    help='only the runs at these label fractions')
+    p.add_argument('--datasets', nargs='+', metavar='NAME',
+                   help='only the runs on these data sets (the groups\' `dataset`)')
     p.add_argument('--results-dir', help='where runs.jsonl, README.md and results.png live '
                    '(default: docs/benchmarks/<spec name>)')
     return p.parse_args(argv)
@@ -1112,6 +1119,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if unknown:
             raise SpecError(f'{args.spec}: --only {unknown}: no such row (rows: '
                             f'{sorted(known)})')
+    if args.datasets:
+        known = {g['dataset'] for g in spec['groups']}
+        unknown = sorted(set(args.datasets) - known)
+        if unknown:
+            raise SpecError(f'{args.spec}: --datasets {unknown}: no such data set '
+                            f'(data sets: {sorted(known)})')
     if args.report:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)
@@ -1120,7 +1133,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise ValueError('--jobs and --threads must be >= 1')
     ensure_data(spec)
     result = run_benchmark(spec, args.work_dir, args.jobs, args.resume, args.only,
-                           args.threads, args.fractions)
+                           args.threads, args.fractions, args.datasets)
     md, png = report(spec)
     print(f'[benchmark] wrote {md} and {png}', flush=True)
     return result
