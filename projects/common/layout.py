@@ -21,7 +21,7 @@ import os
 import os.path as osp
 from math import isfinite
 from numbers import Real
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -169,7 +169,9 @@ class LayoutWriter:
             semantic: Optional[np.ndarray] = None, inst_map: Optional[np.ndarray] = None,
             labels: Union[int, Sequence[int], np.ndarray, None] = None,
             extra_maps: Optional[Mapping[str, np.ndarray]] = None,
-            ann_extra: Optional[Sequence[Mapping]] = None) -> int:
+            ann_extra: Optional[Sequence[Mapping]] = None,
+            geometry: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+            image_extra: Optional[Mapping] = None) -> int:
         """Write one sample; return its COCO image id (in ``split``).
 
         Args:
@@ -187,6 +189,12 @@ class LayoutWriter:
                 written to ``<folder>/<split>/<name>.png`` (e.g. ``region_dir``).
             ann_extra: one dict per instance (ascending id order) of extra COCO annotation
                 fields (e.g. RLE ``segmentation``); may not redefine the standard fields.
+            geometry: (points (K, 2), boxes (K, 4) x1, y1, x2, y2) of the instances in
+                ascending id order, given instead of computed from ``inst_map`` (e.g.
+                annotated points with boxes of a class's size); ``area`` is then the box
+                area. Not with the writer's ``box_size``.
+            image_extra: extra fields of the COCO image record (e.g. where the tile lies
+                in its slide); may not redefine ``id``, ``file_name``, ``height``, ``width``.
         """
         if self._closed:
             raise RuntimeError(f'{self.out_dir}: LayoutWriter.add() after close()')
@@ -205,7 +213,8 @@ class LayoutWriter:
         labelled = semantic is not None
         if not labelled:
             given = [k for k, v in (('inst_map', inst_map), ('labels', labels),
-                                    ('extra_maps', extra_maps), ('ann_extra', ann_extra))
+                                    ('extra_maps', extra_maps), ('ann_extra', ann_extra),
+                                    ('geometry', geometry))
                      if v is not None]
             if given:
                 raise ValueError(f'{src}: an unlabeled sample (semantic=None) takes no '
@@ -226,6 +235,9 @@ class LayoutWriter:
                 points = box_centres(boxes)
             _, areas = np.unique(inst_map[inst_map > 0], return_counts=True)  # ids order
             k = len(ids)
+            if geometry is not None:
+                points, boxes = self._given_geometry(geometry, k, src)
+                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             labels = self._labels(labels, k, src)
             extra_maps = dict(extra_maps or {})
             for folder, m in extra_maps.items():
@@ -250,7 +262,11 @@ class LayoutWriter:
         write_image(osp.join(self.out_dir, 'images', fname), image)
         write_image(osp.join(self.out_dir, 'img_dir', split, fname), image)
         img_id = len(coco['images']) + 1
-        coco['images'].append(dict(id=img_id, file_name=fname, height=h, width=w))
+        record = dict(id=img_id, file_name=fname, height=h, width=w)
+        clash = sorted(set(image_extra or {}) & set(record))
+        if clash:
+            raise ValueError(f'{src}: image_extra may not redefine {clash}')
+        coco['images'].append(dict(record, **(image_extra or {})))
         self._split_of[name] = split
         counts['images'] += 1
         if not labelled:
@@ -279,6 +295,18 @@ class LayoutWriter:
         counts['instances'] += k
         counts['empty_images'] += int(k == 0)
         return img_id
+
+    def _given_geometry(self, geometry, k: int, src: str) -> Tuple[np.ndarray, np.ndarray]:
+        if self.box_size is not None:
+            raise ValueError(f'{src}: geometry given to a writer with box_size')
+        points, boxes = (np.asarray(a, np.float64) for a in geometry)
+        if points.shape != (k, 2) or boxes.shape != (k, 4):
+            raise ValueError(f'{src}: geometry must be points ({k}, 2) and boxes ({k}, 4) for '
+                             f'the {k} instances, got {points.shape} and {boxes.shape}')
+        if not (np.isfinite(points).all() and np.isfinite(boxes).all()) or \
+                np.any(boxes[:, 2:] <= boxes[:, :2]):
+            raise ValueError(f'{src}: geometry holds non-finite values or empty boxes')
+        return points, boxes
 
     def close(self) -> Dict[str, dict]:
         """Write ``annotations/<split>.json`` of every split (atomically); return per-split

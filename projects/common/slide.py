@@ -183,6 +183,27 @@ def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
     return np.rint(s / n).astype(np.uint8)
 
 
+# TIFF ResolutionUnit -> microns per unit (1 = no absolute unit: no mpp)
+_RESOLUTION_UNITS = {2: 25400.0, 3: 10000.0, 'inch': 25400.0, 'centimeter': 10000.0}
+
+
+def _resolution_mpp(xres, unit) -> Optional[float]:
+    """Microns per pixel from TIFF XResolution (pixels per unit: a number or a
+    (numerator, denominator) pair) and ResolutionUnit (2 / 'inch', 3 / 'centimeter'), or
+    None when either is missing, the unit is none, or the value is not positive or gives
+    100 um/px or more (a desktop default such as 72 dpi = 353 um/px, not a scan)."""
+    per_unit = _RESOLUTION_UNITS.get(unit if not isinstance(unit, str) else unit.lower())
+    try:
+        if isinstance(xres, (tuple, list)):
+            xres = float(xres[0]) / float(xres[1])
+        xres = float(xres)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if per_unit is None or not math.isfinite(xres) or xres <= 0 or per_unit / xres >= 100:
+        return None
+    return per_unit / xres
+
+
 def _rgba_to_rgb(arr: np.ndarray) -> np.ndarray:
     """Composite non-premultiplied RGBA over white (OpenSlide's transparent = no scan)."""
     rgb = arr[..., :3]
@@ -229,8 +250,10 @@ class OpenSlideReader(SlideReader):
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         props = dict(self._slide.properties)
         self.properties = {k: str(v) for k, v in props.items()}
-        if 'openslide.mpp-x' in props:
-            self.properties['mpp'] = str(props['openslide.mpp-x'])
+        mpp = props.get('openslide.mpp-x') or _resolution_mpp(
+            props.get('tiff.XResolution'), props.get('tiff.ResolutionUnit'))
+        if mpp:
+            self.properties['mpp'] = str(mpp)
         if not self.level_dimensions or min(min(d) for d in self.level_dimensions) <= 0:
             raise ValueError(f'{path}: the slide has no level with pixels')
         # a truncated TIFF-based file may open and fail later: check its IFDs and tiles now
@@ -351,6 +374,12 @@ class TiffSlideReader(SlideReader):
             key, _, val = part.partition('=')
             if key.strip() == 'MPP':
                 self.properties['mpp'] = val.strip()
+        if 'mpp' not in self.properties:
+            tags = self._pages[0].tags
+            res, unit = tags.get('XResolution'), tags.get('ResolutionUnit')
+            mpp = _resolution_mpp(res and res.value, unit and int(unit.value))
+            if mpp:
+                self.properties['mpp'] = str(mpp)
         self._cache: 'OrderedDict[Tuple[int, int], np.ndarray]' = OrderedDict()
         self._cache_size = int(cache_tiles)
 
