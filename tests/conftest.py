@@ -126,3 +126,13 @@ def tiny_bags(tmp_path_factory) -> str:
               '3', '--num-weak', '4', '--num-val', '1', '--num-test', '1', '--size', '128',
               '--patch-size', '32', '--seed', '0', '--overwrite', '--no-progress'])
     return root
+
+
+@pytest.fixture(scope='session')
+def tiny_cells(tmp_path_factory) -> str:
+    """Crops of 2 train, 1 val, 1 test synthetic tiles (256 px), by the real converter."""
+    root = str(tmp_path_factory.mktemp('cells'))
+    run_tool(['tools/dataset_converters/synthetic_cells.py', '--out', root, '--num-train', '2',
+              '--num-val', '1', '--num-test', '1', '--size', '256', '--mode', 'seg',
+              '--no-progress'])
+    return root

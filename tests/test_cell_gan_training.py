@@ -18,16 +18,6 @@ TINY = {'model.channels': 4, 'model.n_critic': 2}
 TRAIN_CROPS, BATCH = 12, 4  # 3 critic iterations per epoch
 
 
-@pytest.fixture(scope='module')
-def tiny_cells(tmp_path_factory) -> str:
-    """Crops of 2 train, 1 val, 1 test synthetic tiles (256 px), by the real converter."""
-    root = str(tmp_path_factory.mktemp('cells'))
-    run_tool(['tools/dataset_converters/synthetic_cells.py', '--out', root, '--num-train', '2',
-              '--num-val', '1', '--num-test', '1', '--size', '256', '--mode', 'seg',
-              '--no-progress'])
-    return root
-
-
 def _options(data: str, epochs: int) -> list:
     opts = [f'train_cfg.max_epochs={epochs}', f'train_dataloader.batch_size={BATCH}',
             f'train_dataloader.dataset.indices={TRAIN_CROPS}',

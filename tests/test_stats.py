@@ -105,3 +105,33 @@ def test_confusion_statistics_by_hand_and_against_seg_scores():
     # a class absent from both ground truth and prediction is left out of the means
     three = np.array([[4, 1, 0, 2, 3, 0, 0, 0, 0]])
     assert stats.confusion_miou(three) == pytest.approx((4 / 7 + 0.5) / 2)
+
+
+def test_cluster_statistics_by_hand_and_against_cluster_scores():
+    from projects.cell_gan.metrics import cluster_scores
+    # clusters 0: classes (0, 0, 1); 1: (1, 1); 2: (2). Purity (2 + 2 + 1) / 6.
+    pairs = np.array([[0, 0], [0, 0], [0, 1], [1, 1], [1, 1], [2, 2]])
+    assert stats.cluster_purity(pairs) == pytest.approx(5 / 6)
+    # entropy: only cluster 0 is mixed, weight 3/6, H(2/3, 1/3)
+    h = -(2 / 3 * np.log2(2 / 3) + 1 / 3 * np.log2(1 / 3))
+    assert stats.cluster_entropy(pairs) == pytest.approx(3 / 6 * h)
+    # F: class 0 <- cluster 0 (P 2/3, R 1, F1 0.8); class 1 <- cluster 1 (P 1, R 2/3, F1
+    # 0.8); class 2 <- cluster 2 (F1 1). Weighted (2 0.8 + 3 0.8 + 1) / 6.
+    assert stats.cluster_f_score(pairs) == pytest.approx((2 * 0.8 + 3 * 0.8 + 1) / 6)
+    # random pairs, batched like bootstrap draws: the reference implementation per draw
+    rng = np.random.default_rng(0)
+    draws = np.stack([rng.integers(0, [5, 4], size=(60, 2)) for _ in range(7)])
+    for fn, key in ((stats.cluster_purity, 'purity'), (stats.cluster_entropy, 'entropy'),
+                    (stats.cluster_f_score, 'f_score')):
+        got = fn(draws)
+        want = [cluster_scores(d[:, 0], d[:, 1])[key] for d in draws]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match='pairs'):
+        stats.cluster_purity(np.array([[0, -1]]))
+
+
+def test_verdict_lower_is_better():
+    assert stats.verdict(0.1, 0.2) == 'better'
+    assert stats.verdict(0.1, 0.2, higher_is_better=False) == 'worse'
+    assert stats.verdict(-0.2, -0.1, higher_is_better=False) == 'better'
+    assert stats.verdict(-0.1, 0.1, higher_is_better=False) == 'no difference'

@@ -5,17 +5,23 @@ baseline features (raw pixels, HOG), k-means clustering, the L2-SVM, support-wei
 binary precision / recall / F-score (eq. 13), per-image cell proportions
 P_i = X_i / sum_k X_k (sect. III-B.2) and the image-level cross-validation of sect. IV-E
 (k-means(2) with majority-labelled clusters, or an L2-SVM, on the proportions), and the
-diagnostic of how much argmax Q depends on a crop's orientation (:func:`view_agreement`).
+diagnostic of how much argmax Q depends on a crop's orientation (:func:`view_agreement`); and the reader of a ``cells.json`` with its crops
+(:func:`read_cells`).
 """
+import os.path as osp
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from projects.common.io import read_rgb_uint8
+from projects.common.layout import track
+
 __all__ = ['HOG_ORIENTATIONS', 'HOG_PIXELS_PER_CELL', 'HOG_CELLS_PER_BLOCK', 'SVM_C',
            'pixel_features', 'hog_features', 'kmeans_clusters', 'svm_predict',
            'weighted_prf', 'binary_prf', 'cell_proportions', 'kmeans_image_classifier',
-           'cross_validate_images', 'confusion_table', 'summarise', 'view_agreement']
+           'cross_validate_images', 'confusion_table', 'summarise', 'view_agreement',
+           'read_cells']
 
 #: HOG on the grey 32x32 crop: 9 orientations, 4x4-px cells, 2x2-cell blocks (L2-Hys)
 #: -> 7 x 7 blocks x 4 cells x 9 = 1764-d, the standard setting closest to the 2048-d
@@ -266,3 +272,47 @@ def view_agreement(view_clusters: np.ndarray, names: Optional[Sequence[str]] = N
                 per_view={str(n): float(s) for n, s in zip(names[1:], same.mean(axis=1))},
                 chance=float((p ** 2).sum()), num_views=int(v.shape[0]),
                 num_crops=int(v.shape[1]))
+
+
+def read_cells(path: str, crop_size: int, progress: bool = True,
+               expect_mode: Optional[str] = None) -> dict:
+    """Read a ``cells.json`` and its crops; every error names ``path`` (and the crop).
+
+    Returns dict(classes, mode, crops (N, s, s, 3) uint8 RGB, labels (N,) int64,
+    image_ids (list), image_labels {image_id: label}, path)."""
+    from projects.cell_gan.dataset import read_cell_json
+    ann = read_cell_json(path)  # checks the entries, ids and labels
+    meta, data = ann['metainfo'], ann['data_list']
+    classes = meta['classes']
+    if not classes:
+        raise ValueError(f'{path}: metainfo "classes" is empty: the crops have no classes to '
+                         'score against')
+    mode = meta.get('mode')
+    if expect_mode is not None and mode is not None and mode != expect_mode:
+        raise ValueError(f'{path}: metainfo mode is {mode!r}, expected {expect_mode!r}')
+    if meta.get('crop_size', crop_size) != crop_size:
+        raise ValueError(f'{path}: metainfo crop_size {meta["crop_size"]} differs from the '
+                         f'model\'s img_size {crop_size}')
+    image_labels = {img['image_id']: int(img.get('gt_label', -1)) for img in ann['images']}
+    root = osp.dirname(osp.abspath(path))
+    crops = np.empty((len(data), crop_size, crop_size, 3), np.uint8)
+    labels = np.empty(len(data), np.int64)
+    image_ids = []
+    for i in track(range(len(data)), progress):
+        d = data[i]
+        where = f'{path}: data_list[{i}]'
+        label = d.get('gt_label', -1)
+        crop_path = osp.join(root, d['img_path'])
+        try:
+            crop = read_rgb_uint8(crop_path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'{where}: {err}') from err
+        except ValueError as err:
+            raise ValueError(f'{where}: {err}') from err
+        if crop.shape != (crop_size, crop_size, 3):
+            raise ValueError(f'{where}: crop {crop_path} is {crop.shape[1]}x{crop.shape[0]}, '
+                             f'the model takes {crop_size}x{crop_size}')
+        crops[i], labels[i] = crop, label
+        image_ids.append(d['image_id'])
+    return dict(classes=list(classes), mode=mode, crops=crops, labels=labels,
+                image_ids=image_ids, image_labels=image_labels, path=path)

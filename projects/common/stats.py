@@ -97,9 +97,54 @@ def confusion_macc(values: np.ndarray) -> np.ndarray:
     return _nanmean_ratio(np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1))
 
 
+def _contingency(values: np.ndarray) -> np.ndarray:
+    """(..., n, 2) integer (cluster, class) pairs -> (..., K, J) counts n_kj, with K / J one
+    more than the largest id in the whole array (so every draw has the same shape)."""
+    v = np.asarray(values)
+    if v.shape[-1] != 2 or v.size == 0 or (v < 0).any():
+        raise ValueError('cluster statistics take (cluster, class) pairs of ids >= 0, got '
+                         f'shape {v.shape}')
+    v = v.astype(np.int64)
+    k, j = int(v[..., 0].max()) + 1, int(v[..., 1].max()) + 1
+    flat = (v[..., 0] * j + v[..., 1]).reshape(-1, v.shape[-2])
+    counts = np.stack([np.bincount(f, minlength=k * j) for f in flat]).astype(np.float64)
+    return counts.reshape(v.shape[:-2] + (k, j))
+
+
+def cluster_purity(values: np.ndarray) -> np.ndarray:
+    """Purity (1/N) sum_k max_j n_kj of (cluster, class) pairs (Hu et al. 2018, eq. 14;
+    the same quantity as ``projects.cell_gan.metrics.cluster_scores``)."""
+    c = _contingency(values)
+    return c.max(-1).sum(-1) / c.sum((-2, -1))
+
+
+def cluster_entropy(values: np.ndarray) -> np.ndarray:
+    """Cluster-size weighted class entropy in bits, -sum_k (n_k/N) sum_j p_jk log2 p_jk
+    (lower is better; ``cluster_scores``' convention)."""
+    c = _contingency(values)
+    nk = c.sum(-1, keepdims=True)
+    p = np.where(nk > 0, c / np.where(nk > 0, nk, 1), 0.0)
+    plogp = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0)
+    return -(nk[..., 0] * plogp.sum(-1)).sum(-1) / c.sum((-2, -1))
+
+
+def cluster_f_score(values: np.ndarray) -> np.ndarray:
+    """Support-weighted F-score of clusters assigned to their majority class (eq. 13; ties
+    to the smaller class id): F1_j = 2 TP_j / (|union of j's clusters| + n_j)."""
+    c = _contingency(values)
+    nj, nk = c.sum(-2), c.sum(-1)
+    assign = np.argmax(c, -1)[..., None] == np.arange(c.shape[-1])  # (..., K, J)
+    tp = (assign * c).sum(-2)
+    size = (assign * nk[..., None]).sum(-2)
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(size + nj, 1), 0.0)
+    return (nj * f1).sum(-1) / nj.sum(-1)
+
+
 STATISTICS: Dict[str, Statistic] = dict(
     pooled_f1=pooled_f1, masked_mean=masked_mean, confusion_miou=confusion_miou,
-    confusion_op=confusion_op, confusion_pc=confusion_pc, confusion_macc=confusion_macc)
+    confusion_op=confusion_op, confusion_pc=confusion_pc, confusion_macc=confusion_macc,
+    cluster_purity=cluster_purity, cluster_entropy=cluster_entropy,
+    cluster_f_score=cluster_f_score)
 
 
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
@@ -148,13 +193,13 @@ def paired_t(method: Sequence[float], base: Sequence[float],
     return dict(diff=mean, lo=mean - half, hi=mean + half)
 
 
-def verdict(lo: float, hi: float) -> str:
-    """'better' if the interval lies above 0, 'worse' if below, else 'no difference'
-    (higher is better)."""
+def verdict(lo: float, hi: float, higher_is_better: bool = True) -> str:
+    """'better' if the interval of method - baseline lies above 0, 'worse' if below, else
+    'no difference' (the other way round when lower is better, e.g. entropy)."""
     if lo > 0:
-        return 'better'
+        return 'better' if higher_is_better else 'worse'
     if hi < 0:
-        return 'worse'
+        return 'worse' if higher_is_better else 'better'
     return 'no difference'
 
 

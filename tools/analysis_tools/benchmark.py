@@ -11,8 +11,7 @@ every fraction and seed of its group by ``tools/train.py`` in a child process (t
 ``iters`` with the schedule rescaled, ``SparsifyAnnotations`` of the training and
 validation pipelines set to the fraction and seed, the test pipeline complete), validated
 ten times on the (incomplete) validation labels for the convergence rule, then tested by
-``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (``det`` or
-``seg``, below). Each finished run appends one JSON line to
+``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (below). Each finished run appends one JSON line to
 ``docs/benchmarks/<spec>/runs.jsonl``: run key, config path and the SHA-256 of the
 resolved config, every metric, the per-image terms of the paired test, the validation
 curve, iterations, wall time and whether it converged. ``--resume`` skips runs whose line
@@ -39,6 +38,12 @@ Evaluators:
   0.01 (c is exact).
 * ``seg``: ``Dice_obj``, ``AJI``, ``PQ`` / ``SQ`` / ``DQ`` of ``NucleiMetric`` (mean over
   the test images with objects) and ``pixel_F1``.
+* ``patch``: ``OP`` / ``PC`` / ``mAcc`` / ``mIoU`` of ``PatchSegMetric`` (per-slide
+  confusions for the bootstrap).
+* ``cluster``: ``purity`` / ``entropy`` (lower is better) / ``f_score`` of argmax Q
+  (``ClusteringMetric``) on the labelled test crops, and the same of k-means on raw pixels
+  and on HOG (``@kmeans_pixels`` / ``@kmeans_hog``, Hu et al. 2018 Table II) with the
+  run's seed; the bootstrap resamples crops.
 
 A row may reuse another row's runs at another operating point (``same_as='ce',
 operating_point='calib'``: its ``F1@0.5`` is the source's ``F1@calib``; the calibrated-CE
@@ -98,11 +103,21 @@ EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
         'PC': ('confusion_pc', 'confusion'),
         'mAcc': ('confusion_macc', 'confusion'),
         'mIoU': ('confusion_miou', 'confusion'),
-    })
+    },
+    cluster={f'{m}{at}': (f'cluster_{m}', f'pairs{at}')
+             for at in ('', '@kmeans_pixels', '@kmeans_hog')
+             for m in ('purity', 'entropy', 'f_score')})
+# metrics where lower is better (the verdict flips)
+LOWER_IS_BETTER = frozenset(m for m in EVALUATORS['cluster'] if m.startswith('entropy'))
 # the validation scalar the convergence rule reads, per evaluator (spec may override)
-CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj', patch='mIoU')
-# what an operating_point row takes from its source: metric -> source metric
-OPERATING_POINTS = dict(calib={'F1@0.5': 'F1@calib'}, val={'F1@0.5': 'F1@val'})
+CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj', patch='mIoU',
+                       cluster='purity')
+# what an operating_point row takes from its source: task, {metric: source metric}
+OPERATING_POINTS = dict(
+    calib=('det', {'F1@0.5': 'F1@calib'}), val=('det', {'F1@0.5': 'F1@val'}),
+    # the paper's baselines (Hu et al. 2018, Table II): k-means on the same run's crops
+    **{op: ('cluster', {m: f'{m}@{op}' for m in ('purity', 'entropy', 'f_score')})
+       for op in ('kmeans_pixels', 'kmeans_hog')})
 
 
 # --------------------------------------------------------------------------- the spec
@@ -189,8 +204,10 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                 if row['operating_point'] not in OPERATING_POINTS:
                     raise SpecError(f'{rwhere}: same_as needs operating_point in '
                                     f'{sorted(OPERATING_POINTS)}')
-                if task != 'det':
-                    raise SpecError(f'{rwhere}: operating points exist for detection only')
+                if OPERATING_POINTS[row['operating_point']][0] != task:
+                    raise SpecError(f'{rwhere}: operating point {row["operating_point"]!r} '
+                                    f'is for {OPERATING_POINTS[row["operating_point"]][0]!r} '
+                                    f'specs, not {task!r}')
             else:
                 if not row['config']:
                     raise SpecError(f'{rwhere}: no config')
@@ -530,7 +547,48 @@ def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
     return dict(metrics=metrics, extra={}, per_image=dict(confusion=per_bag), images=bags)
 
 
-EVALUATE = dict(det=evaluate_det, seg=evaluate_seg, patch=evaluate_patch)
+def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+    """Purity / entropy / F-score of a cell GAN's clusters (argmax Q, ``ClusteringMetric``)
+    on the labelled test crops, and of the paper's baselines on the same crops (Hu et al.
+    2018, Table II): k-means (K = Q's categories, the run's seed) on raw pixels and on HOG,
+    fitted on the training crops; per-crop terms: (cluster, class) pairs of each."""
+    import importlib
+    importlib.import_module('projects.cell_gan')
+    from projects.cell_gan.evaluation import (hog_features, kmeans_clusters, pixel_features,
+                                              read_cells)
+    ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'ClusteringMetric')
+    raw = _load_pkl(test_pkl)
+    metric = _build_metric(ev_cfg, 'mmseg')
+    metric.process(None, raw)
+    q = np.array(metric.results, np.int64).reshape(-1, 2)
+
+    def ann(loader: str) -> str:
+        ds = cfg[loader]['dataset']
+        return osp.join(ds.get('data_root', ''), ds['ann_file'])
+
+    size = int(cfg.model.get('img_size', 32))
+    train = read_cells(ann('train_dataloader'), size, progress=False)
+    test = read_cells(ann('test_dataloader'), size, progress=False)
+    if len(test['labels']) != len(q) or (test['labels'] != q[:, 1]).any():
+        raise ValueError(f'{test_pkl}: the predictions are not the crops of {test["path"]} '
+                         'in order (the k-means baselines are paired crop by crop)')
+    keep = q[:, 1] >= 0
+    pairs = {'pairs': q[keep]}
+    k, seed = int(cfg.model.num_categories), int(cfg.get('randomness', {}).get('seed', 0))
+    for name, fn in (('kmeans_pixels', pixel_features), ('kmeans_hog', hog_features)):
+        _, (c_te, ) = kmeans_clusters(fn(train['crops']), k, seed, predict=[fn(test['crops'])])
+        pairs[f'pairs@{name}'] = np.stack([c_te, test['labels']], 1)[keep]
+    metrics = {}
+    for m, (how, key) in EVALUATORS['cluster'].items():
+        metrics[m] = float(stats.STATISTICS[how](pairs[key]))
+    names = [str(i) for i in np.flatnonzero(keep)]
+    return dict(metrics=metrics, extra={},
+                per_image={key: v.astype(int).tolist() for key, v in pairs.items()},
+                images=names)
+
+
+EVALUATE = dict(det=evaluate_det, seg=evaluate_seg, patch=evaluate_patch,
+                cluster=evaluate_cluster)
 
 
 # --------------------------------------------------------------------------- running
@@ -692,9 +750,10 @@ def _as_row_record(rec: dict, row: dict) -> dict:
     if not row['operating_point']:
         return rec
     rec = copy.deepcopy(rec)
-    for dst, src in OPERATING_POINTS[row['operating_point']].items():
+    task, mapping = OPERATING_POINTS[row['operating_point']]
+    for dst, src in mapping.items():
         rec['metrics'][dst] = rec['metrics'][src]
-        pd_dst, pd_src = EVALUATORS['det'][dst][1], EVALUATORS['det'][src][1]
+        pd_dst, pd_src = EVALUATORS[task][dst][1], EVALUATORS[task][src][1]
         rec['per_image'][pd_dst] = rec['per_image'][pd_src]
     return rec
 
@@ -728,7 +787,9 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
         t_rows = [r for r in t['rows'] if rows is None or r['row']['name'] in rows]
         if not t_rows:
             continue
-        lines += [f'{level} {g["dataset"]}, {frac_tag(t["fraction"])}% of the training labels',
+        what = ('no labels in training' if spec['task'] == 'cluster' else
+                f'{frac_tag(t["fraction"])}% of the training labels')
+        lines += [f'{level} {g["dataset"]}, {what}',
                   '']
         head = ['row', 'role', 'seeds', 'budget', 'converged'] + metrics
         body = []
@@ -761,7 +822,8 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
                     star = '*' if EVALUATORS[spec['task']][m][0] == 'seeds' else ''
                     cells.append('-' if d is None else
                                  f'{_signed(d["diff"])} [{_signed(d["lo"])}, '
-                                 f'{_signed(d["hi"])}]{star} {stats.verdict(d["lo"], d["hi"])}')
+                                 f'{_signed(d["hi"])}]{star} '
+                                 f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
                 diff_rows.append(cells)
         if diff_rows:
             lines += ['Paired differences (verdict at 95%):', '']
@@ -791,9 +853,10 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
             done = [r for r in t['rows'] if r['row']['role'] == role and len(r['seeds']) >= 2
                     and (allowed is None or r['row']['name'] in allowed)
                     and (not r['row']['same_as']
-                         or m in OPERATING_POINTS[r['row']['operating_point']])]
-            return max(done, key=lambda r: (np.mean([x['metrics'][m] for x in
-                                                     r['seeds'].values()]),
+                         or m in OPERATING_POINTS[r['row']['operating_point']][1])]
+            sign = -1.0 if m in LOWER_IS_BETTER else 1.0
+            return max(done, key=lambda r: (sign * np.mean([x['metrics'][m] for x in
+                                                            r['seeds'].values()]),
                                             r['row']['name']), default=None)
 
         meth, peer = best('method'), best('peer')
@@ -807,7 +870,8 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         mv = stats.summarise_seeds([x['metrics'][m] for x in meth['seeds'].values()])
         pv = stats.summarise_seeds([x['metrics'][m] for x in peer['seeds'].values()])
         diff = '-' if d is None else (f'{_signed(d["diff"])} [{_signed(d["lo"])}, '
-                                      f'{_signed(d["hi"])}] {stats.verdict(d["lo"], d["hi"])}')
+                                      f'{_signed(d["hi"])}] '
+                                      f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
         out.append(f'| {h["kind"]} | {h["dataset"]}, {frac_tag(t["fraction"])}% | {m} | '
                    f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])} | '
                    f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])} | {diff} | '
@@ -923,7 +987,7 @@ COLLECTIONS = {
         README='projects/cell_gan/README.md'),
 }
 TASK_NAMES = dict(det='Object Detection', seg='Semantic Segmentation',
-                  patch='Semantic Segmentation')
+                  patch='Semantic Segmentation', cluster='Unsupervised Clustering')
 
 
 def model_summaries(spec: dict, tables: List[dict]) -> List[dict]:

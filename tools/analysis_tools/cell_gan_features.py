@@ -52,10 +52,10 @@ from projects.cell_gan.evaluation import (HOG_CELLS_PER_BLOCK, HOG_ORIENTATIONS,
                                           HOG_PIXELS_PER_CELL, SVM_C, cell_proportions,
                                           confusion_table, cross_validate_images,
                                           hog_features, kmeans_clusters, pixel_features,
-                                          summarise, svm_predict, view_agreement,
-                                          weighted_prf)
+                                          read_cells, summarise, svm_predict,
+                                          view_agreement, weighted_prf)
 from projects.cell_gan.metrics import cluster_scores  # noqa: E402
-from projects.common.io import atomic_write, read_rgb_uint8, write_json  # noqa: E402
+from projects.common.io import atomic_write, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
 
 SCRIPT = 'tools/analysis_tools/cell_gan_features.py'
@@ -106,50 +106,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------- data
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def read_cells(path: str, crop_size: int, progress: bool = True,
-               expect_mode: Optional[str] = None) -> dict:
-    """Read a ``cells.json`` and its crops; every error names ``path`` (and the crop).
-
-    Returns dict(classes, mode, crops (N, s, s, 3) uint8 RGB, labels (N,) int64,
-    image_ids (list), image_labels {image_id: label}, path)."""
-    from projects.cell_gan.dataset import read_cell_json
-    ann = read_cell_json(path)  # checks the entries, ids and labels
-    meta, data = ann['metainfo'], ann['data_list']
-    classes = meta['classes']
-    if not classes:
-        raise ValueError(f'{path}: metainfo "classes" is empty: the crops have no classes to '
-                         'score against')
-    mode = meta.get('mode')
-    if expect_mode is not None and mode is not None and mode != expect_mode:
-        raise ValueError(f'{path}: metainfo mode is {mode!r}, expected {expect_mode!r}')
-    if meta.get('crop_size', crop_size) != crop_size:
-        raise ValueError(f'{path}: metainfo crop_size {meta["crop_size"]} differs from the '
-                         f'model\'s img_size {crop_size}')
-    image_labels = {img['image_id']: int(img.get('gt_label', -1)) for img in ann['images']}
-    root = osp.dirname(osp.abspath(path))
-    crops = np.empty((len(data), crop_size, crop_size, 3), np.uint8)
-    labels = np.empty(len(data), np.int64)
-    image_ids = []
-    for i in track(range(len(data)), progress):
-        d = data[i]
-        where = f'{path}: data_list[{i}]'
-        label = d.get('gt_label', -1)
-        crop_path = osp.join(root, d['img_path'])
-        try:
-            crop = read_rgb_uint8(crop_path)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f'{where}: {err}') from err
-        except ValueError as err:
-            raise ValueError(f'{where}: {err}') from err
-        if crop.shape != (crop_size, crop_size, 3):
-            raise ValueError(f'{where}: crop {crop_path} is {crop.shape[1]}x{crop.shape[0]}, '
-                             f'the model takes {crop_size}x{crop_size}')
-        crops[i], labels[i] = crop, label
-        image_ids.append(d['image_id'])
-    return dict(classes=list(classes), mode=mode, crops=crops, labels=labels,
-                image_ids=image_ids, image_labels=image_labels, path=path)
 
 
 def load_model(config: str, checkpoint: str, device: str):

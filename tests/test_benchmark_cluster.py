@@ -1,0 +1,89 @@
+"""The benchmark's ``cluster`` task (cell GAN): a tiny InfoGAN trained twice (two seeds),
+argmax Q scored like ClusteringMetric in tools/test.py, the k-means baselines of Hu et al.
+2018 (Table II) recomputed here with scikit-learn, and lower-is-better entropy verdicts."""
+import glob
+import json
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                            'analysis_tools'))
+import benchmark  # noqa: E402
+from projects.cell_gan.metrics import cluster_scores  # noqa: E402
+
+from conftest import run_folders, run_tool  # noqa: E402
+
+CFG = 'configs/cell_gan/cell-infowgan_res-c16_z32-c5_100e_synthetic-cells.py'
+SPEC = '''
+task = 'cluster'
+seeds = [0, 1]
+epochs = 2
+metrics = ['purity', 'entropy', 'f_score']
+_root = '{data}/'
+groups = [dict(dataset='cells', fractions=[1.0], cfg_options={{
+    'model.channels': 4, 'model.n_critic': 2, 'train_cfg.val_interval': 1,
+    'train_dataloader.batch_size': 4, 'train_dataloader.dataset.indices': 12,
+    'default_hooks.visualization.interval': 1000,
+    'train_dataloader.dataset.data_root': _root, 'val_dataloader.dataset.data_root': _root,
+    'test_dataloader.dataset.data_root': _root}}, rows=[
+    dict(name='kmeans-pixels', role='peer', same_as='infogan',
+         operating_point='kmeans_pixels'),
+    dict(name='kmeans-hog', role='peer', same_as='infogan', operating_point='kmeans_hog'),
+    dict(name='infogan', config='{cfg}', baseline=['kmeans-pixels', 'kmeans-hog']),
+])]
+headlines = [dict(kind='cell types without labels', dataset='cells', fraction=1.0,
+                  metric='purity')]
+'''
+
+
+def test_cluster_benchmark(tmp_path, tiny_cells):
+    from sklearn.cluster import KMeans
+
+    from projects.cell_gan.evaluation import read_cells
+    spec = tmp_path / 'cells_spec.py'
+    spec.write_text(SPEC.format(data=tiny_cells, cfg=CFG))
+    res, work = str(tmp_path / 'results'), str(tmp_path / 'work')
+    run_tool(['tools/analysis_tools/benchmark.py', str(spec), '--results-dir', res,
+              '--work-dir', work, '--jobs', '2'])
+    recs = [json.loads(line) for line in open(osp.join(res, 'runs.jsonl'))]
+    assert sorted(r['key'] for r in recs) == ['cells/frac100/infogan/seed0',
+                                              'cells/frac100/infogan/seed1']
+    train = read_cells(osp.join(tiny_cells, 'train', 'cells.json'), 32, progress=False)
+    test = read_cells(osp.join(tiny_cells, 'test', 'cells.json'), 32, progress=False)
+    lab = test['labels'] >= 0
+    for rec in recs:
+        # argmax Q: the scores tools/test.py logged in the child
+        test_dir = osp.join(work, 'cells_spec', rec['key'].replace('/', '__'), 'test_test')
+        ts = run_folders(test_dir)[-1]
+        logged = json.load(open(osp.join(test_dir, ts, f'{ts}.json')))
+        for m in ('purity', 'entropy', 'f_score'):
+            assert rec['metrics'][m] == pytest.approx(logged[m])
+        assert len(rec['per_image']['pairs']) == lab.sum()
+        # k-means on raw pixels, K = 5 categories, the run's seed, fitted on the training
+        # crops (scikit-learn directly)
+        flat = lambda c: c.reshape(len(c), -1).astype(np.float32) / 255.0  # noqa: E731
+        km = KMeans(5, init='k-means++', n_init=10, random_state=rec['seed'])
+        km.fit(flat(train['crops']))
+        want = cluster_scores(km.predict(flat(test['crops']))[lab], test['labels'][lab])
+        for m in ('purity', 'entropy', 'f_score'):
+            assert rec['metrics'][f'{m}@kmeans_pixels'] == pytest.approx(want[m])
+        # validated after each epoch; mmengine logs the iteration (3 per epoch: 12 crops,
+        # batch 4)
+        assert [p[0] for p in rec['val_curve']] == [3, 6]
+    text = open(osp.join(res, 'README.md')).read()
+    assert '`infogan` − `kmeans-pixels`' in text and '`infogan` − `kmeans-hog`' in text
+    # the entropy verdict reads lower as better
+    tables = benchmark.collect(benchmark.load_spec(str(spec)),
+                               benchmark.read_runs(osp.join(res, 'runs.jsonl')))
+    rows = {r['row']['name']: r for r in tables[0]['rows']}
+    d = benchmark.paired(benchmark.load_spec(str(spec)), rows['infogan'],
+                         rows['kmeans-pixels'], 'entropy')
+    line = next(x for x in text.splitlines() if x.startswith('| `infogan` − `kmeans-pixels`'))
+    if d['lo'] > 0:
+        assert 'worse' in line.split('|')[3]
+    elif d['hi'] < 0:
+        assert 'better' in line.split('|')[3]
+    assert glob.glob(osp.join(res, 'results.png'))
