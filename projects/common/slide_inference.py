@@ -27,24 +27,27 @@ region at once: the same instance map, the same boxes after NMS up to float roun
 differ slightly, as with any tiling.
 """
 import math
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from .instances import connected_components_per_class
-from .slide import SlideReader, tissue_mask
+from .slide import (Resolution, SlideReader, choose_resolution, open_slide, read_tile,
+                    tissue_mask)
 from .tiling import (PROGRESS_MIN_TILES, SlidingWindowInference, _pair,
                      check_batch_and_order, tile_grid, tile_inputs)
 
 __all__ = [
     'load_model', 'model_task', 'class_names_and_colours', 'parse_roi', 'region_in_level',
-    'tiles_with_tissue', 'mask_to_polygon', 'InstanceStitcher', 'SlideObjects', 'SlideRun',
-    'SlideInference'
+    'region_at', 'tiles_with_tissue', 'mask_to_polygon', 'InstanceStitcher', 'SlideObjects',
+    'SlideRun', 'RegionTiles', 'TileLoader', 'SlideInference'
 ]
 
 
@@ -210,7 +213,28 @@ def region_in_level(slide: SlideReader, level: int,
     width), the same for y. An ROI that is empty or not inside the slide raises
     ValueError naming the slide and its size."""
     level = slide.check_level(level, '--level')
-    lw, lh = slide.level_dimensions[level]
+    return _region(slide, slide.level_dimensions[level], slide.level_downsamples[level],
+                   roi, f'level {level}')
+
+
+def region_at(slide: SlideReader, res: Resolution,
+              roi: Optional[Sequence[int]] = None) -> Tuple[int, int, int, int]:
+    """The region (x, y, w, h) in pixels of ``res`` covering ``roi``: those of
+    :func:`region_in_level` when tiles are read from the level as is; for resized tiles
+    (``--mpp``) the slide spans ceil(w0 / scale) x ceil(h0 / scale) such pixels (the last
+    ones partly outside the scan are read as white) and the same rule applies with
+    d = ``res.scale``."""
+    if not res.resized:
+        return region_in_level(slide, res.level, roi)
+    w0, h0 = slide.dimensions
+    s = float(res.scale)
+    dims = (int(math.ceil(w0 / s - 1e-9)), int(math.ceil(h0 / s - 1e-9)))
+    return _region(slide, dims, s, roi, f'{res.mpp:g} um/px' if res.mpp else f'scale {s:g}')
+
+
+def _region(slide: SlideReader, dims: Tuple[int, int], d: float,
+            roi: Optional[Sequence[int]], where: str) -> Tuple[int, int, int, int]:
+    lw, lh = dims
     if roi is None:
         return 0, 0, lw, lh
     if len(roi) != 4 or not all(isinstance(v, (int, np.integer)) for v in roi):
@@ -220,12 +244,11 @@ def region_in_level(slide: SlideReader, level: int,
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > w0 or y + h > h0:
         raise ValueError(f'--roi {x},{y},{w},{h}: the region (level-0 pixels) is empty or '
                          f'outside the slide {slide.path} ({w0}x{h0} at level 0)')
-    d = slide.level_downsamples[level]
     xa, ya = int(math.floor(x / d + 1e-9)), int(math.floor(y / d + 1e-9))
     xb = min(int(math.ceil((x + w) / d - 1e-9)), lw)
     yb = min(int(math.ceil((y + h) / d - 1e-9)), lh)
     if xb <= xa or yb <= ya:
-        raise ValueError(f'--roi {x},{y},{w},{h}: smaller than one pixel of level {level}')
+        raise ValueError(f'--roi {x},{y},{w},{h}: smaller than one pixel of {where}')
     return xa, ya, xb - xa, yb - ya
 
 
@@ -493,8 +516,8 @@ class SlideRun:
     """What :meth:`SlideInference.run` returns (plus what its ``sink`` received)."""
     task: str
     level: int
-    downsample: float
-    region: Tuple[int, int, int, int]  # level pixels x, y, w, h
+    downsample: float  # level-0 pixels per pixel of the tiles (``resolution.scale``)
+    region: Tuple[int, int, int, int]  # pixels of the tiles x, y, w, h
     tiles: np.ndarray  # (K, 4) level pixels, relative to the region
     keep: np.ndarray  # (K,) bool: tiles run (False: skipped as background)
     centres: np.ndarray  # (N, 2) level-0, every object (for the overview)
@@ -505,6 +528,137 @@ class SlideRun:
     mask: Optional[np.ndarray] = None
     mask_threshold: Optional[float] = None
     removed_small: int = 0
+    resolution: Optional[Resolution] = None
+
+
+# ====================================================================== tile reading
+class RegionTiles:
+    """Tiles of a slide at a :class:`~projects.common.slide.Resolution`, addressed in its
+    pixels relative to ``origin`` (the region's top-left corner): ``tiles(x, y, w, h)``.
+
+    Tiles read from a level as is come from ``read_level`` (level pixels); resized ones
+    (``--mpp``) from :func:`~projects.common.slide.read_tile` at level-0 (origin + x) *
+    scale. Pickled into a reader process, it reopens the slide file there (lazily, with
+    the same back-end): an open OpenSlide / tifffile handle is not shared across processes.
+    """
+
+    def __init__(self, slide: SlideReader, res: Resolution, origin: Tuple[int, int]) -> None:
+        self.slide, self.res, self.origin = slide, res, (int(origin[0]), int(origin[1]))
+        self.path, self.backend = slide.path, slide.backend
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state['slide'] = None
+        return state
+
+    def __call__(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self.slide is None:
+            self.slide = open_slide(self.path, self.backend)
+        x, y = self.origin[0] + int(x), self.origin[1] + int(y)
+        if not self.res.resized:
+            return self.slide.read_level(self.res.level, x, y, int(w), int(h))
+        s = self.res.scale
+        return read_tile(self.slide, self.res, x * s, y * s, int(w), int(h))
+
+
+class _TileError:
+    """A read error raised in a reader process, re-raised by the consumer."""
+
+    def __init__(self, err: BaseException) -> None:
+        self.message = str(err) if isinstance(err, (ValueError, FileNotFoundError)) else \
+            f'{type(err).__name__}: {err}'
+
+
+class _TileDataset(torch.utils.data.Dataset):
+
+    def __init__(self, reader: RegionTiles, tiles: np.ndarray) -> None:
+        self.reader, self.tiles = reader, np.asarray(tiles, np.int64).reshape(-1, 4)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, i: int):
+        x0, y0, x1, y1 = (int(v) for v in self.tiles[i])
+        try:
+            # a tensor travels between processes through shared memory, not a pickle copy
+            return torch.from_numpy(self.reader(x0, y0, x1 - x0, y1 - y0))
+        except Exception as err:  # re-raised in the main process, naming the slide
+            return _TileError(err)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _reader_process_init(worker_id: int) -> None:
+    import cv2
+    cv2.setNumThreads(1)  # a reader resizes one tile at a time; no thread pool per process
+
+
+class TileLoader:
+    """Batches of tile images read ahead by ``workers`` background processes.
+
+    A ``torch.utils.data.DataLoader`` over the tile list (one ``batch_size`` batch per
+    model call, in order): each process holds its own slide handle and reads whole
+    batches; ``prefetch`` batches per process are read ahead while the model runs, so at
+    most ``workers * prefetch`` batches (plus the one in the model) are in memory.
+    Iterating yields lists of RGB uint8 arrays; a read error in a process is raised here
+    as ValueError with its message (naming the slide).
+    """
+
+    def __init__(self, reader: RegionTiles, tiles: np.ndarray, batch_size: int, workers: int,
+                 prefetch: int = 2) -> None:
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f'workers must be an int >= 1, got {workers!r}')
+        self.loader = torch.utils.data.DataLoader(
+            _TileDataset(reader, tiles), batch_size=batch_size, shuffle=False,
+            num_workers=workers, collate_fn=_as_list, prefetch_factor=prefetch,
+            worker_init_fn=_reader_process_init)
+
+    def __iter__(self) -> Iterator[List[np.ndarray]]:
+        for batch in self.loader:
+            for item in batch:
+                if isinstance(item, _TileError):
+                    raise ValueError(item.message)
+            yield [t.numpy() for t in batch]
+
+
+class _Background:
+    """Run ``fn(item)`` on a thread for every :meth:`put` item, in order, with at most
+    ``depth`` items waiting (the model thread blocks beyond that: memory stays bounded).
+    An error in ``fn`` stops the work and is raised by the next :meth:`put` or by
+    :meth:`close`."""
+
+    def __init__(self, fn: Callable, depth: int = 2) -> None:
+        self.fn, self.error = fn, None
+        self.queue: 'queue.Queue' = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.fn(item)
+                except BaseException as err:  # handed to the model thread
+                    self.error = err
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item) -> None:
+        self._raise()
+        self.queue.put(item)
+
+    def close(self, reraise: bool = True) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if reraise:
+            self._raise()
 
 
 # ====================================================================== engine
@@ -520,13 +674,19 @@ class SlideInference:
             level; ``simplify`` = Douglas-Peucker tolerance of the polygons).
         channel_order: order of the tiles fed to the model ('bgr' as mmcv loads images).
         progress: a progress bar over tiles (when there are at least 16).
+        workers: 0 reads tiles in the model's thread (one batch at a time); N >= 1 reads
+            them in N background processes (:class:`TileLoader`, ``prefetch`` batches
+            ahead per process) and, for segmentors, stitches and hands objects to the
+            sink on a background thread, so that the model never waits for either.
+            The objects are the same.
     """
 
     def __init__(self, model, tile_size=500, overlap=100, batch_size: int = 4,
                  score_thr: float = 0.5, max_per_tile: int = 100, nms_iou: float = 0.5,
                  drop_border_boxes: bool = False, border_margin: float = 2.0,
                  min_size: int = 0, fill_holes: bool = True, simplify: float = 0.0,
-                 channel_order: str = 'bgr', progress: bool = True) -> None:
+                 channel_order: str = 'bgr', progress: bool = True, workers: int = 0,
+                 prefetch: int = 2) -> None:
         self.task = model_task(model)
         self.model = model
         self.tile_size, self.overlap = _pair(tile_size, 'tile_size'), _pair(overlap, 'overlap')
@@ -544,12 +704,20 @@ class SlideInference:
         self.batch_size, self.channel_order = batch_size, channel_order
         self.min_size, self.fill_holes, self.simplify = min_size, fill_holes, float(simplify)
         self.progress = progress
+        for name, val, low in (('workers', workers, 0), ('prefetch', prefetch, 1)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < low:
+                raise ValueError(f'{name} must be an int >= {low}, got {val!r}')
+        self.workers, self.prefetch = workers, prefetch
 
     # ------------------------------------------------------------------ run
     def run(self, slide: SlideReader, level: int = 0, roi: Optional[Sequence[int]] = None,
             tissue: Optional[str] = None, thumbnail_size: int = 1024,
-            sink: Optional[Callable[[SlideObjects], None]] = None) -> SlideRun:
+            sink: Optional[Callable[[SlideObjects], None]] = None,
+            resolution: Optional[Resolution] = None) -> SlideRun:
         """Infer on ``level`` of ``slide`` inside ``roi`` (level-0 x, y, w, h; None = all).
+
+        ``resolution`` (:func:`~projects.common.slide.choose_resolution`, e.g. for an
+        mpp) replaces ``level``: tiles are then cut from the slide at its scale.
 
         ``tissue``: None (every tile) or a :func:`tissue_mask` method ('saturation',
         'od'): tiles with no tissue pixel in the mask of a thumbnail of the lowest level
@@ -558,9 +726,11 @@ class SlideInference:
         :class:`SlideRun` keeps only their centres and labels.
         """
         t_start = time.perf_counter()
-        level = slide.check_level(level, '--level')
-        x0, y0, w, h = region_in_level(slide, level, roi)
-        d = slide.level_downsamples[level]
+        if resolution is None:
+            resolution = choose_resolution(slide, level=slide.check_level(level, '--level'))
+        level = resolution.level
+        x0, y0, w, h = region_at(slide, resolution, roi)
+        d = float(resolution.scale)
         tiles = tile_grid(h, w, self.tile_size, self.overlap)
         timings = {}
         mask, thr = None, None
@@ -575,7 +745,7 @@ class SlideInference:
         out = SlideRun(task=self.task, level=level, downsample=d, region=(x0, y0, w, h),
                        tiles=tiles, keep=keep, centres=np.zeros((0, 2)),
                        labels=np.zeros(0, np.int64), thumbnail=thumb, thumbnail_scale=scale,
-                       mask=mask, mask_threshold=thr)
+                       mask=mask, mask_threshold=thr, resolution=resolution)
         centres, labels = [], []
         export_s = [0.0]
 
@@ -587,11 +757,13 @@ class SlideInference:
                 sink(objs)
                 export_s[0] += time.perf_counter() - t
 
-        def read_tile(x: int, y: int, tw: int, th: int) -> np.ndarray:
-            return slide.read_level(level, x0 + x, y0 + y, tw, th)
-
+        read_tile = RegionTiles(slide, resolution, (x0, y0))
+        batches = None
+        if self.workers:
+            batches = TileLoader(read_tile, tiles[keep], self.batch_size, self.workers,
+                                 self.prefetch)
         if self.task == 'detection':
-            res = self.det.run(read_tile, h, w, keep=keep)
+            res = self.det.run(read_tile, h, w, keep=keep, batches=batches)
             st = self.det.last_stats
             timings.update(read_s=st['read_s'], forward_s=st['forward_s'], merge_s=st['merge_s'])
             boxes = res.bboxes.numpy().astype(np.float64)
@@ -600,7 +772,7 @@ class SlideInference:
                               labels=res.labels.numpy().astype(np.int64),
                               scores=res.scores.numpy().astype(np.float64), boxes=boxes))
         else:
-            self._run_seg(read_tile, tiles, keep, (x0, y0), d, emit, timings, out)
+            self._run_seg(read_tile, tiles, keep, (x0, y0), d, emit, timings, out, batches)
             timings['merge_s'] -= export_s[0]  # the sink ran inside the stitching loop
         out.centres = np.concatenate(centres) if centres else np.zeros((0, 2))
         out.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
@@ -654,7 +826,7 @@ class SlideInference:
         return out
 
     def _run_seg(self, read_tile, tiles: np.ndarray, keep: np.ndarray, origin, d: float,
-                 emit, timings: dict, out: SlideRun) -> None:
+                 emit, timings: dict, out: SlideRun, batches=None) -> None:
         from mmengine.utils import ProgressBar
         xs = np.unique(tiles[:, 0])
         ys = np.unique(tiles[:, 1])
@@ -670,7 +842,8 @@ class SlideInference:
         bar = None
         if self.progress and len(todo) >= PROGRESS_MIN_TILES:
             bar = ProgressBar(len(todo), file=sys.stdout)
-        read_s = forward_s = merge_s = 0.0
+        read_s = forward_s = 0.0
+        merge_s = [0.0]
         results: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
 
         def feed(nxt: int, last: int) -> int:
@@ -690,7 +863,25 @@ class SlideInference:
                     emit(self._objects(st.end_row(r), origin, d))
             return max(nxt, last + 1)
 
-        nxt = 0  # next tile index (row-major) to hand to the stitcher
+        nxt = [0]  # next tile index (row-major) to hand to the stitcher
+
+        def stitch(item: Tuple[np.ndarray, list, int]) -> None:
+            idx, preds, last = item
+            t = time.perf_counter()
+            results.update(zip(idx.tolist(), preds))
+            nxt[0] = feed(nxt[0], last)
+            merge_s[0] += time.perf_counter() - t
+            if bar is not None:
+                for _ in idx:
+                    bar.update()
+
+        if batches is None:
+            batches = ([read_tile(int(t[0]), int(t[1]), int(t[2] - t[0]), int(t[3] - t[1]))
+                        for t in tiles[todo[start:start + self.batch_size]]]
+                       for start in range(0, len(todo), self.batch_size))
+        # pipelined (workers): stitching and the sink run on a thread, off the model's path
+        back = _Background(stitch) if self.workers else None
+        batch_iter = iter(batches)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -698,27 +889,29 @@ class SlideInference:
                 for start in range(0, len(todo), self.batch_size):
                     idx = todo[start:start + self.batch_size]
                     t0 = time.perf_counter()
-                    imgs = [read_tile(int(t[0]), int(t[1]), int(t[2] - t[0]), int(t[3] - t[1]))
-                            for t in tiles[idx]]
+                    imgs = next(batch_iter)
                     t1 = time.perf_counter()
                     preds = self._predict_seg(imgs, device)
                     t2 = time.perf_counter()
                     read_s, forward_s = read_s + t1 - t0, forward_s + t2 - t1
-                    results.update(zip(idx.tolist(), preds))
                     last = idx[-1] if start + self.batch_size < len(todo) else len(tiles) - 1
-                    nxt = feed(nxt, last)
-                    merge_s += time.perf_counter() - t2
-                    if bar is not None:
-                        for _ in idx:
-                            bar.update()
-                if not len(todo):  # no tissue anywhere: every core is background
-                    feed(0, len(tiles) - 1)
+                    if back is None:
+                        stitch((idx, preds, last))
+                    else:
+                        back.put((idx, preds, last))
+            if back is not None:
+                back, b = None, back
+                b.close()
+            if not len(todo):  # no tissue anywhere: every core is background
+                feed(0, len(tiles) - 1)
         finally:
+            if back is not None:  # an error in the model thread: it is the one raised
+                back.close(reraise=False)
             self.model.train(was_training)
         if bar is not None:
             bar.file.write('\n')
         out.removed_small = st.removed
-        timings.update(read_s=read_s, forward_s=forward_s, merge_s=merge_s)
+        timings.update(read_s=read_s, forward_s=forward_s, merge_s=merge_s[0])
 
     @staticmethod
     def _objects(insts: List[dict], origin: Tuple[int, int], d: float) -> SlideObjects:

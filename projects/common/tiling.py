@@ -31,7 +31,7 @@ The cost: if that other tile missed the object, the object is lost.
 """
 import sys
 import time
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -336,7 +336,7 @@ class SlidingWindowInference:
                 inst.labels[keep].detach().long().cpu())
 
     def run(self, read_tile: TileReader, height: int, width: int, progress: Optional[bool] = None,
-            keep: Optional[np.ndarray] = None):
+            keep: Optional[np.ndarray] = None, batches: Optional[Iterable[List[np.ndarray]]] = None):
         """Detect on a ``height`` x ``width`` image read tile by tile.
 
         ``read_tile(x, y, w, h)`` returns the RGB uint8 array (h, w, 3) of the region at
@@ -347,7 +347,12 @@ class SlidingWindowInference:
         of a whole slide) and contribute no box.
         Returns an ``mmengine.structures.InstanceData`` with ``bboxes`` (N, 4) x0, y0,
         x1, y1 in whole-image pixels, ``scores`` (N,), ``labels`` (N,), sorted by score;
-        metainfo ``img_shape`` = (height, width). Afterwards :attr:`last_stats` holds the
+        metainfo ``img_shape`` = (height, width).
+        ``batches``: optional iterable of the tile images themselves, one list of
+        ``batch_size`` RGB arrays per model call, for the kept tiles in grid order (a
+        background reader, :class:`projects.common.slide_inference.TileLoader`); then
+        ``read_tile`` is not called and ``read_s`` is the time spent waiting for them.
+        Afterwards :attr:`last_stats` holds the
         tile counts and the seconds spent reading tiles (``read_s``), in the model
         (``forward_s``: preprocessing + ``predict``, the pure model cost) and merging
         (``merge_s``).
@@ -373,12 +378,16 @@ class SlidingWindowInference:
         self.model.eval()
         boxes, scores, labels = [], [], []
         read_s = forward_s = 0.0
+        if batches is None:
+            batches = ([self._read(read_tile, t) for t in tiles[start:start + self.batch_size]]
+                       for start in range(0, len(tiles), self.batch_size))
+        batch_iter = iter(batches)
         try:
             with torch.no_grad():
                 for start in range(0, len(tiles), self.batch_size):
                     batch = tiles[start:start + self.batch_size]
                     t0 = time.perf_counter()
-                    imgs = [self._read(read_tile, t) for t in batch]
+                    imgs = next(batch_iter)
                     t1 = time.perf_counter()
                     preds = self._predict_batch(imgs, device)
                     read_s, forward_s = read_s + t1 - t0, forward_s + time.perf_counter() - t1
