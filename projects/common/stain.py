@@ -32,7 +32,8 @@ __all__ = [
     'RGB_FROM_HED', 'HED_FROM_RGB', 'HEMATOXYLIN_METHODS', 'optical_density', 'od_to_rgb',
     'separate_stains', 'combine_stains', 'macenko_stain_matrix', 'vahadane_stain_matrix',
     'lab_stats', 'reinhard_normalize', 'macenko_normalize', 'hematoxylin',
-    'hematoxylin_image', 'ExtractHematoxylin'
+    'hematoxylin_image', 'ExtractHematoxylin', 'hed_jitter', 'RandomStainJitter',
+    'StainNormalize'
 ]
 
 # Ruifrok & Johnston 2001, the H, E and DAB optical-density vectors (rows), with the same
@@ -461,3 +462,135 @@ class ExtractHematoxylin(BaseTransform):
         return (f'{self.__class__.__name__}(method={self.method!r}, output={self.output!r}, '
                 f'in_key={self.in_key!r}, out_key={self.out_key!r}, '
                 f'keep_key={self.keep_key!r}, to_rgb={self.to_rgb})')
+
+
+# ---------------------------------------------------------------- augmentation transforms
+def _bgr_image(results: dict, name: str) -> np.ndarray:
+    if 'img' not in results:
+        raise ValueError(f'{name}: results has no "img" (keys: {sorted(results)}); load the '
+                         'image first')
+    img = np.asarray(results['img'])
+    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+        raise ValueError(f'{name}: expected a BGR uint8 image (H, W, 3) in results["img"] '
+                         f'({results.get("img_path", "?")}), got {img.dtype} {img.shape}')
+    return img
+
+
+def hed_jitter(rgb: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
+               background: float = 255.0) -> np.ndarray:
+    """Tellez et al. 2018 HED perturbation: the Ruifrok-Johnston H, E, DAB concentrations
+    ``c`` (:func:`separate_stains` on ``RGB_FROM_HED``) become ``alpha * c + beta`` per stain
+    (alpha, beta: (3,)), then back to RGB uint8. ``alpha = 1, beta = 0`` gives the image
+    back to one grey level (only pixels of value 0 change, to 1: OD is clipped at I >= 1).
+    """
+    conc = separate_stains(rgb, RGB_FROM_HED, background)
+    conc = conc * np.asarray(alpha, np.float64) + np.asarray(beta, np.float64)
+    return combine_stains(conc, RGB_FROM_HED, background)
+
+
+@register(TRANSFORMS)
+class RandomStainJitter(BaseTransform):
+    """Random HED stain perturbation (Tellez et al., IEEE TMI 2018, "HED" augmentation).
+
+    Per image and per stain (hematoxylin, eosin, DAB of the fixed Ruifrok-Johnston matrix),
+    the concentration c becomes ``alpha * c + beta`` with ``alpha ~ U(1 - sigma, 1 +
+    sigma)`` and ``beta ~ U(-bias, bias)`` (:func:`hed_jitter`). Concentrations are in
+    natural-log optical density (this module's unit); Tellez et al. use scikit-image's
+    ``rgb2hed`` scale, which is OD / ln(10^6) = OD / 13.8, so their "HED-light" bias 0.05
+    would be 0.69 here: the defaults (sigma 0.05, bias 0.05 OD) are a mild jitter that
+    leaves white glass within a few grey levels of white. Draws come from numpy's global
+    generator, which mmengine seeds with ``randomness.seed`` (as the other random
+    transforms here). Applied with probability ``prob``; the draws are recorded in
+    ``results['stain_jitter'] = (alpha, beta)`` (alpha = 1, beta = 0 when skipped). Reads
+    and writes ``results['img']`` (BGR uint8, as mmcv loads it); geometry is unchanged.
+    """
+
+    def __init__(self, sigma: float = 0.05, bias: float = 0.05, prob: float = 1.0) -> None:
+        for name, v, hi in (('sigma', sigma, 1.0), ('bias', bias, None), ('prob', prob, 1.0)):
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0
+                    and (hi is None or v <= hi)):
+                raise ValueError(f'RandomStainJitter: {name} must be a number in [0, '
+                                 f'{hi if hi is not None else "inf"}), got {v!r}')
+        self.sigma, self.bias, self.prob = float(sigma), float(bias), float(prob)
+
+    def transform(self, results: dict) -> dict:
+        img = _bgr_image(results, type(self).__name__)
+        alpha, beta = np.ones(3), np.zeros(3)
+        if np.random.rand() < self.prob:
+            alpha = np.random.uniform(1 - self.sigma, 1 + self.sigma, 3)
+            beta = np.random.uniform(-self.bias, self.bias, 3)
+            results['img'] = np.ascontiguousarray(hed_jitter(img[..., ::-1], alpha,
+                                                             beta)[..., ::-1])
+        results['stain_jitter'] = (alpha, beta)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(sigma={self.sigma}, bias={self.bias}, '
+                f'prob={self.prob})')
+
+
+NORMALIZE_METHODS = ('macenko', 'reinhard')
+
+
+@register(TRANSFORMS)
+class StainNormalize(BaseTransform):
+    """Normalise the stain of every image to a target image (Macenko or Reinhard).
+
+    ``target``: path of an RGB image (read once, at build time) or an RGB uint8 array.
+    ``method='macenko'``: :func:`macenko_normalize`'s rule (concentrations on the image's
+    Macenko stains, scaled so that their ``percentile``-th value is the target's, recombined
+    with the target's stains), except that, with ``keep_residual=True`` (default), the part
+    of each pixel's OD that the two stains do not explain (OD - conc @ stains) is added
+    back, so that an image normalised to itself comes back unchanged (to one grey level);
+    ``keep_residual=False`` is Macenko's projection onto the two stains. An image with too
+    few stained pixels to estimate stains is left unchanged. ``method='reinhard'``:
+    :func:`reinhard_normalize` in ``space`` ('lab' or 'lalphabeta'). Reads and writes
+    ``results['img']`` (BGR uint8).
+    """
+
+    def __init__(self, target, method: str = 'macenko', percentile: float = 99.0,
+                 keep_residual: bool = True, space: str = 'lab') -> None:
+        if method not in NORMALIZE_METHODS:
+            raise ValueError(f'StainNormalize: method must be one of {NORMALIZE_METHODS}, '
+                             f'got {method!r}')
+        if isinstance(target, str):
+            from .io import read_rgb_uint8
+            self.target_path = target
+            target = read_rgb_uint8(target)
+        else:
+            self.target_path = None
+        target = _check_rgb(target, 'StainNormalize target')
+        self.method, self.percentile = method, float(percentile)
+        self.keep_residual, self.space = bool(keep_residual), space
+        if method == 'macenko':
+            self.stains = macenko_stain_matrix(target)
+            conc = separate_stains(target, self.stains).reshape(-1, 2)
+            self.max_conc = np.percentile(conc, self.percentile, axis=0)
+        else:
+            self.stats = lab_stats(target, space)
+
+    def normalize(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 in, RGB uint8 out."""
+        if self.method == 'reinhard':
+            return reinhard_normalize(rgb, self.stats, self.space)
+        try:
+            src = macenko_stain_matrix(rgb)
+        except ValueError:  # blank / unstained image: nothing to normalise
+            return np.asarray(rgb, np.uint8)
+        od = optical_density(_check_rgb(rgb))
+        conc = od @ np.linalg.pinv(src)
+        s_max = np.percentile(conc.reshape(-1, 2), self.percentile, axis=0)
+        scale = np.divide(self.max_conc, s_max, out=np.ones(2), where=s_max > 0)
+        out = (conc * scale) @ self.stains
+        if self.keep_residual:
+            out += od - conc @ src
+        return od_to_rgb(out)
+
+    def transform(self, results: dict) -> dict:
+        img = _bgr_image(results, type(self).__name__)
+        results['img'] = np.ascontiguousarray(self.normalize(img[..., ::-1])[..., ::-1])
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(target={self.target_path or "<array>"!r}, '
+                f'method={self.method!r})')

@@ -18,8 +18,9 @@ import sys
 import time
 
 from projects.common.io import write_image
-from projects.common.synthetic import (NUCLEUS_CLASSES, REGION_CLASSES, generate_dataset,
-                                       generate_tile, render_preview, tile_seed)
+from projects.common.synthetic import (NUCLEUS_CLASSES, REGION_CLASSES, STAIN_SHIFT,
+                                       generate_dataset, generate_tile, render_preview,
+                                       tile_seed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='nucleus density multiplier (default 1)')
     parser.add_argument('--scale', type=float, default=None,
                         help='nucleus / texture size multiplier (default 1, ~0.5 um/px)')
+    parser.add_argument('--stain-shift', action='store_true',
+                        help='the stain-shifted variant: same tissue, other stain vectors and '
+                        'amounts (projects.common.synthetic.STAIN_SHIFT), e.g. to test '
+                        'stain augmentation')
     parser.add_argument('--preview', default=None, metavar='PNG',
                         help='also write a preview (image | outlines by class) of train tile 0')
     parser.add_argument('--overwrite', action='store_true',
@@ -56,6 +61,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     options = {k: v for k, v in (('mitosis_rate', args.mitosis_rate), ('density', args.density),
                                  ('scale', args.scale)) if v is not None}
+    if args.stain_shift:
+        options.update(STAIN_SHIFT)
     size = tuple(args.size)
     total = args.num_train + args.num_val + args.num_test
     print(f'Writing {total} synthetic H&E tiles of {size[0]}x{size[1]} (seed {args.seed}) '
