@@ -1,23 +1,20 @@
 """ExclusivityScheduleHook: training progress -> every exclusive cross-entropy loss."""
-from typing import List, Optional
+from typing import List
 
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop, Runner
 
+from projects.common.hooks import LossScheduleHook, modules_of_type
 from projects.common.registry import HOOKS, register
 from .ece_loss import ExclusiveCrossEntropyLoss
 
 
 def ece_losses(model) -> List[ExclusiveCrossEntropyLoss]:
     """Every :class:`ExclusiveCrossEntropyLoss` inside ``model`` (wrappers unwrapped)."""
-    if is_model_wrapper(model):
-        model = model.module
-    return [m for m in model.modules() if isinstance(m, ExclusiveCrossEntropyLoss)]
+    return [m for _, m in modules_of_type(model, ExclusiveCrossEntropyLoss)]
 
 
 @register(HOOKS)
-class ExclusivityScheduleHook(Hook):
+class ExclusivityScheduleHook(LossScheduleHook):
     """Push the training position into every ECE loss before each training iteration.
 
     Panteli et al. 2021 anneal the exclusivity threshold over training (sect. 3.2.2,
@@ -35,20 +32,10 @@ class ExclusivityScheduleHook(Hook):
     A model without any ``ExclusiveCrossEntropyLoss`` is a configuration error.
     """
 
-    priority = 'NORMAL'
+    loss_type = ExclusiveCrossEntropyLoss
 
-    def __init__(self, log: bool = True) -> None:
-        self.log = log
-        self._losses: Optional[List[ExclusiveCrossEntropyLoss]] = None
-
-    def before_train(self, runner: Runner) -> None:
-        self._losses = ece_losses(runner.model)
-        if not self._losses:
-            raise ValueError('ExclusivityScheduleHook: the model has no '
-                             'ExclusiveCrossEntropyLoss; remove the hook from the config '
-                             'or use the loss')
-
-    def _epoch(self, runner: Runner) -> float:
+    @staticmethod
+    def _epoch(runner: Runner) -> float:
         if isinstance(runner.train_loop, EpochBasedTrainLoop):
             return float(runner.epoch)
         per_epoch = len(runner.train_dataloader)
@@ -56,24 +43,17 @@ class ExclusivityScheduleHook(Hook):
             raise ValueError('ExclusivityScheduleHook: the training dataloader is empty')
         return runner.iter / per_epoch
 
-    def before_train_iter(self, runner: Runner, batch_idx: int,
-                          data_batch: Optional[dict] = None) -> None:
-        if self._losses is None:
-            self.before_train(runner)
+    def push(self, runner: Runner, losses) -> None:
         epoch = self._epoch(runner)
         progress = runner.iter / max(runner.max_iters, 1)
-        for loss in self._losses:
+        for _, loss in losses:
             loss.set_progress(epoch, progress)
 
-    def after_train_iter(self, runner: Runner, batch_idx: int,
-                         data_batch: Optional[dict] = None,
-                         outputs: Optional[dict] = None) -> None:
-        if not self.log or not self._losses:
-            return
-        hub = runner.message_hub
-        hub.update_scalar('train/ece_threshold', self._losses[0].current_threshold())
-        hub.update_scalar('train/ece_warmup', float(self._losses[0].in_warmup()))
-        kept = [float(m.last_kept_fraction) for m in self._losses
+    def log_losses(self, hub, losses) -> None:
+        first = losses[0][1]
+        hub.update_scalar('train/ece_threshold', first.current_threshold())
+        hub.update_scalar('train/ece_warmup', float(first.in_warmup()))
+        kept = [float(m.last_kept_fraction) for _, m in losses
                 if m.last_kept_fraction is not None]
         if kept:
             hub.update_scalar('train/ece_kept', sum(kept) / len(kept))
