@@ -756,7 +756,7 @@ def convert(pairs: Sequence[Tuple[str, str]], out_dir: str, opts: ConvertOptions
 
 # ============================================================================ picture
 def draw_tiles(path: str, thumbnail: np.ndarray, scale: float, tiles, kept, size: float,
-               job: '_SlideJob', classes: Sequence[str], dpi: int = 150) -> None:
+               job: '_SlideJob', classes: Sequence[str], dpi: int = 90) -> None:
     """PNG of the slide thumbnail with the complete regions (dashed), the complete tiles
     (green), the sparse tiles (orange), the tiles skipped without tissue (grey) and the
     labels (dots, one colour per class)."""
@@ -780,11 +780,13 @@ def draw_tiles(path: str, thumbnail: np.ndarray, scale: float, tiles, kept, size
                                alpha=1.0 if k else 0.6))
     cmap = plt.get_cmap('tab10')
     for c, name in enumerate(classes):
-        xy = np.array([o.centre() for o in job.labels
-                       if (o.class_name or UNCLASSIFIED) == name]).reshape(-1, 2)
-        if len(xy):
-            ax.scatter(xy[:, 0], xy[:, 1], s=4, color=cmap(c % 10), linewidths=0,
-                       label=f'{name} ({len(xy)})')
+        objs = [o for o in job.labels if (o.class_name or UNCLASSIFIED) == name]
+        if not objs:
+            continue
+        xy = np.array([o.centre() for o in objs]).reshape(-1, 2)
+        col = np.asarray(objs[0].colour) / 255.0 if objs[0].colour else cmap(c % 10)
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, color=col, edgecolors='white', linewidths=0.3,
+                   label=f'{name} ({len(xy)})')
     handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=c, label=t) for c, t in (
         ('#1a9850', 'complete tile'), ('#f46d43', 'sparse tile'),
         ('#888888', 'no tissue: skipped'))]
@@ -794,8 +796,9 @@ def draw_tiles(path: str, thumbnail: np.ndarray, scale: float, tiles, kept, size
     ax.set_ylim(h0, 0)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f'{osp.basename(job.slide)}: tiles of {size:g} level-0 px '
-                 f'({job.res.mpp or "?"} um/px)', fontsize=8)
+    mpp = f'{job.res.mpp:.3g} um/px' if job.res.mpp else 'mpp unknown'
+    ax.set_title(f'{osp.basename(job.slide)}: {len(tiles)} tiles of {size:.1f} level-0 px '
+                 f'(tile pixels at {mpp})', fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png'))
     plt.close(fig)
