@@ -96,6 +96,38 @@ def test_our_export_follows_qupath_conventions_and_round_trips(tmp_path):
         assert [o.colour for o in back] == [(200, 0, 0), (0, 0, 200), (200, 0, 0)]
 
 
+@pytest.mark.parametrize('geometry', ['polygon', 'point'])
+def test_infer_slide_output_converts_back_to_the_same_points(tmp_path, geometry):
+    """tools/infer_slide.py on a pyramid with dark squares (the exact blob detector of
+    tests/test_slide_inference.py), its GeoJSON converted at level 0 into 256-px sparse
+    tiles: every COCO point maps back (offset + p * scale) to a detection's centre."""
+    from test_slide_inference import _blob_files, _squares_slide, load_tool
+    slide = _squares_slide(tmp_path, blank_left=True)
+    cfg, ckpt = _blob_files(tmp_path)
+    load_tool('infer_slide').main([cfg, ckpt, slide, '--out', str(tmp_path / 'inf'), '--tile',
+                                   '256', '--overlap', '64', '--tissue-mask', '--geometry',
+                                   geometry, '--no-progress'])
+    gj = str(tmp_path / 'inf' / 'squares.geojson')
+    objs, warnings = read_geojson(gj)
+    # squares A [600, 632) x [300, 332) and C [900, 932) x [100, 132), 'large'; B lies in
+    # the blank half and is never run
+    assert warnings == [] and sorted(tuple(o.centre()) for o in objs) == [(616, 316),
+                                                                          (916, 116)]
+    summary = convert([(slide, gj)], str(tmp_path / 'tiles'),
+                      ConvertOptions(level=0, tile=256, sparse_tiles=True, box_size=32))
+    assert summary['slides'][slide]['per_class'] == {'large': dict(
+        kept=2, outside_tiles=0, outside_slide=0, unknown_class=0)}
+    with open(tmp_path / 'tiles' / 'annotations' / 'train_sparse.json') as f:
+        coco = json.load(f)
+    back = []
+    for a in coco['annotations']:
+        img = coco['images'][a['image_id'] - 1]
+        back.append(tuple(np.add(img['offset'], np.multiply(a['point'], img['scale']))))
+        assert a['bbox'][2:] == [32, 32]  # the square (tight box) or the --box-size box
+    # A: 256-px grid cell (512, 256), point (104, 60); C: cell (768, 0), point (148, 116)
+    assert sorted(back) == [(616, 316), (916, 116)]
+
+
 @pytest.mark.parametrize('name', VERSIONS[1:])
 def test_modern_fixtures_pass_the_convention_checks(name):
     with open(osp.join(FIXTURES, name)) as f:
