@@ -154,6 +154,17 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     assert '`calibrated` − `stock`' in readme and 'broken' not in readme
     assert benchmark.update_readmes(spec_d, tables, str(repo)) == []  # idempotent
 
+    # grid status: 2 of 4 runs done; the 2 broken runs (never timed) are estimated from the
+    # finished runs with the same budget (4 iterations)
+    status = json.load(open(osp.join(res, 'status.json')))
+    cpu = [r['cpu_s'] for r in recs.values()]
+    assert (status['expected'], status['done'], status['left_unknown']) == (4, 2, 0)
+    assert status['cpu_h_done'] == pytest.approx(sum(cpu) / 3600, abs=0.006)
+    assert status['cpu_h_left'] == pytest.approx(2 * np.mean(cpu) / 3600, abs=0.006)
+    (repo / 'docs' / 'benchmarks' / 'toy_spec' / 'status.json').write_text(json.dumps(status))
+    index = open(benchmark.write_index(str(repo))).read()
+    assert f'| [`toy_spec`](toy_spec/README.md) | {status["title"]} | 2/4 | ' in index
+
     # a changed config makes its results stale: the report names the spec entry
     with open(tmp_path / 'toy.py', 'a') as f:
         f.write('optim_wrapper = dict(optimizer=dict(lr=0.01))\n')
