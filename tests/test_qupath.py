@@ -189,6 +189,7 @@ SLIDE_FEATURES = [
     _feature('Polygon', [_ring(320, 96, 340, 112)], 'lymphocyte', 'detection'),
     _feature('Point', [450.0, 400.0], 'tumour'),
     _feature('Point', [300.0, 300.0], 'stroma'),
+    _feature('Polygon', [_ring(256, 256, 512, 512)], 'tumour', 'tile'),  # not a label
 ]
 
 
@@ -232,7 +233,9 @@ def test_convert_hand_checked_coordinates(slide_pair, tmp_path):
         'tumour': dict(kept=3, outside_tiles=0, outside_slide=0, unknown_class=0),
         'lymphocyte': dict(kept=1, outside_tiles=0, outside_slide=0, unknown_class=0),
         'stroma': dict(kept=0, outside_tiles=0, outside_slide=0, unknown_class=1)}
-    assert "feature 4: class 'stroma' is not in --classes" in s['warnings'][0]
+    assert "feature 5: a QuPath 'tile' object is not a label" in s['warnings'][0]
+    assert "feature 4: class 'stroma' is not in --classes" in s['warnings'][1]
+    assert s['invalid_features'] == 1
     with open(osp.join(out, 'annotations', 'train.json')) as f:
         coco = json.load(f)
     img = coco['images'][0]
@@ -296,7 +299,7 @@ def test_bad_inputs_name_the_file_and_feature(slide_pair, tmp_path):
                                                              'tumour')]))
     pairs = pair_slides([slide], [f'{osp.basename(slide)}={out_ann}'])
     with pytest.raises(ValueError, match=r'case1\.geojson: 1 object\(s\) lie.*outside the '
-                       r'512x512 slide .*case1\.tif \(feature 5\); pass --clip'):
+                       r'512x512 slide .*case1\.tif \(feature 6\); pass --clip'):
         convert(pairs, str(tmp_path / 'o1'), ConvertOptions(mpp=0.5, tile=64))
     s = convert(pairs, str(tmp_path / 'o2'), ConvertOptions(mpp=0.5, tile=64, clip=True))
     assert s['slides'][slide]['per_class']['tumour']['outside_slide'] == 1

@@ -21,7 +21,9 @@ version   layout
 Geometries: Point and MultiPoint (one object per point), Polygon and MultiPolygon (one
 object; rings: exterior first, then holes), in level-0 pixels (x = column, y = row, origin
 at the top-left corner of the full-resolution image). A cell's ``nucleusGeometry`` is used
-instead of its cell outline (nuclei are what MMHisto detects and segments).
+instead of its cell outline (nuclei are what MMHisto detects and segments). Annotations,
+detections and cells are labels; other object types (tiles, TMA cores) are skipped by the
+converter with a warning.
 
 Bad input: a file that is not JSON or not GeoJSON raises ValueError naming it; a feature
 that cannot be used (unknown geometry type, a ring with fewer than 3 distinct points or no
@@ -61,6 +63,7 @@ LEGACY_TYPES = {'PathAnnotationObject': 'annotation', 'PathDetectionObject': 'de
                 'PathCellObject': 'cell', 'PathTileObject': 'tile',
                 'TMACoreObject': 'tma_core'}
 UNCLASSIFIED = '<unclassified>'
+LABEL_TYPES = ('annotation', 'detection', 'cell')  # QuPath tiles / TMA cores are not cells
 # a complete tile keeps at least this fraction of its pixels inside its complete region
 MIN_REGION_FRACTION = 0.25
 TASKS = ('det', 'seg', 'both')
@@ -543,7 +546,16 @@ class _SlideJob:
                                      'region must be a polygon, got a point (skipped)')
                 self.invalid += 1
         self.regions = [r for r in self.regions if not r.is_point]
-        self.labels = [o for o in kept if not _is_region(o, opts.complete_region_class)]
+        self.labels = []
+        for o in kept:
+            if _is_region(o, opts.complete_region_class):
+                continue
+            if o.object_type not in LABEL_TYPES:
+                self.warnings.append(f'{ann}: {o.where}: a QuPath {o.object_type!r} object is '
+                                     f'not a label (labels: {", ".join(LABEL_TYPES)}; skipped)')
+                self.invalid += 1
+                continue
+            self.labels.append(o)
         self.unknown: Dict[str, int] = {}
         if classes is not None:
             known = []
