@@ -690,7 +690,8 @@ def convert(pairs: Sequence[Tuple[str, str]], out_dir: str, opts: ConvertOptions
     ``summary.json``; return the summary (per slide: tiles complete / sparse / without
     tissue, per class: objects kept (in at least one written tile), outside every tile (or
     only in tiles skipped without tissue), outside the slide (dropped by ``clip``), unknown
-    class; the warnings). ``overview``: a PNG of the first slide with its tiles (:func:`draw_tiles`).
+    class; the warnings). ``overview``: a PNG of the first slide with its tiles
+    (:func:`draw_tiles`).
     """
     from .io import write_json
     from .layout import LayoutWriter, track
