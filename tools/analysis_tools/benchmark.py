@@ -979,6 +979,12 @@ COLLECTIONS = {
         Paper=dict(Title='Negative Pseudo Labeling using Class Proportion for Semantic '
                    'Segmentation in Pathology (Tokunaga et al., ECCV 2020)'),
         README='projects/negative_pseudo_labels/README.md'),
+    'configs/stain': dict(
+        Name='Stain augmentation',
+        Paper=dict(Title='Whole-Slide Mitosis Detection in H&E Breast Histology Using PHH3 as '
+                   'a Reference to Train Distilled Stain-Invariant Convolutional Networks '
+                   '(Tellez et al., IEEE TMI 2018)'),
+        README='README.md'),
     'configs/cell_gan': dict(
         Name='Cell GAN',
         Paper=dict(Title='Unsupervised Learning for Cell-level Visual Representation in '
