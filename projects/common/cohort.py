@@ -182,7 +182,7 @@ def cohort_row(summary: dict, status: str, rank: int) -> Dict[str, str]:
                level=str(summary['level']), mpp=_num(summary.get('mpp'), 4),
                scale=_num(summary.get('downsample'), 4), tiles_run=str(run),
                tiles_skipped=str(summary['tiles']['skipped']), objects=str(summary['objects']),
-               tissue_mm2=_num(tissue, 4),
+               tissue_mm2=_num(tissue, 6),
                objects_per_mm2=_num(summary['objects'] / tissue if tissue else None, 2),
                wall_s=_num(wall, 2), tiles_per_s=_num(run / wall if wall > 0 else None, 2))
     for c in summary.get('classes', []):
