@@ -243,14 +243,14 @@ MMDET_CONFIGS = osp.join(osp.dirname(__import__('mmdet').__file__), '.mim', 'con
 
 
 def _write_mnfinder_raw(root: str) -> None:
-    """Two training images and one validation image in mnfinder's own layout (grey tif,
+    """Three training images and one validation image in mnfinder's own layout (grey tif,
     RGBA nucleus / micronucleus masks, one colour per object): 64x64, four 10x10 nuclei
     and two 3x3 micronuclei each."""
     import numpy as np
     import tifffile
     from PIL import Image
     rng = np.random.default_rng(0)
-    for split, names in (('training-data', ('1', '2')), ('validation-data', ('7', ))):
+    for split, names in (('training-data', ('1', '2', '3')), ('validation-data', ('7', ))):
         d = osp.join(root, split, 'setA')
         for sub in ('images', 'nucleus_masks', 'mn_masks'):
             os.makedirs(osp.join(d, sub), exist_ok=True)
@@ -273,12 +273,14 @@ def _write_mnfinder_raw(root: str) -> None:
 @pytest.fixture(scope='module')
 def tiny_mnfinder(tmp_path_factory) -> str:
     """A tiny mnfinder set in both layouts (detection COCO + mmseg), written by the
-    repository's converter from :func:`_write_mnfinder_raw`."""
+    repository's converter from :func:`_write_mnfinder_raw`: train 2 images, val 1 (from
+    training-data), test 1 (validation-data)."""
     from conftest import run_tool
     raw = str(tmp_path_factory.mktemp('mnfinder_raw'))
     out = str(tmp_path_factory.mktemp('mnfinder'))
     _write_mnfinder_raw(raw)
-    run_tool(['tools/dataset_converters/mnfinder.py', '--root', raw, '--out', out])
+    run_tool(['tools/dataset_converters/mnfinder.py', '--root', raw, '--out', out,
+              '--val-from-train', '1'])
     return out
 
 

@@ -16,9 +16,10 @@ notes = """\
 Synthetic H&E: 48 training / 16 validation / 32 test tiles of 256x256 (seed 0); training
 and validation labels keep the given fraction of the cells (nested subsets, seeded by the
 run's seed), test labels are complete. mnfinder: real fluorescence nuclei and micronuclei;
-its test-data is held out, so its validation images serve as the complete test set and,
-with the training deletion applied, as the incomplete validation set (the threshold of
-`F1@val` and the c of `F1@calib` are chosen on those incomplete labels).
+26 training and 4 validation images from its training-data (validation with the training
+deletion applied: the threshold of `F1@val` and the c of `F1@calib` are chosen on those
+incomplete labels); the 3 images of its validation-data are the complete test set (its
+test-data is held out).
 `F1@oracle` picks the threshold on the test labels: ranking quality, not a usable setting.
 """
 data = dict(synthetic=_base_.synthetic_data, mnfinder=_base_.mnfinder_data)

@@ -1,4 +1,4 @@
-# Benchmark spec `points`: nuclei segmentation from one point per nucleus (Qu et al. 2020,
+# Benchmark spec `points`: nuclei segmentation from one point per nucleus (Lin et al. 2023,
 # Table II ablation), plus the fully supervised upper bound.
 #   python tools/analysis_tools/benchmark.py configs/benchmarks/points.py --jobs 2 --resume
 #   python tools/analysis_tools/benchmark.py configs/benchmarks/points.py --report
@@ -17,7 +17,8 @@ notes = """\
 Points are the bounding-box centres of every nucleus (the authors' convention); Voronoi and
 cluster labels are precomputed by tools/generate_point_labels.py. Synthetic H&E: 48
 training / 16 validation / 32 test tiles of 256x256; mnfinder: real fluorescence nuclei
-(validation images as the test set). The fully supervised row reads the complete masks.
+(26 training / 4 validation images from its training-data; the 3 images of its
+validation-data are the test set). The fully supervised row reads the complete masks.
 """
 data = dict(
     synthetic=_base_.synthetic_data,

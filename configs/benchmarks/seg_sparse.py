@@ -15,8 +15,9 @@ notes = """\
 Synthetic H&E: 48 training / 16 validation / 32 test tiles of 256x256 (seed 0); the
 training labels keep the given fraction of the nuclei (an unannotated nucleus becomes
 background; nested subsets seeded by the run's seed); validation and test labels are
-complete. mnfinder: real fluorescence nuclei (its test-data is held out: the validation
-images are the test set). Training on 128x128 crops, inference by 256x256 sliding windows.
+complete. mnfinder: real fluorescence nuclei (26 training / 4 validation images from its
+training-data; the 3 images of its validation-data are the test set; its test-data is held
+out). Training on 128x128 crops, inference by 256x256 sliding windows.
 """
 data = dict(synthetic=_base_.synthetic_data, mnfinder=_base_.mnfinder_data)
 _synthetic_root = _base_.synthetic_root

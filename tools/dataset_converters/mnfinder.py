@@ -4,6 +4,7 @@ Example::
 
     python tools/dataset_converters/mnfinder.py --root /path/to/mnfinder --out data/mnfinder
     python tools/dataset_converters/mnfinder.py --root ... --out ... --box-size 32 --min-area 4
+    python tools/dataset_converters/mnfinder.py --root ... --out ... --val-from-train 6 --seed 1
 
 Input (mnfinder 1.2.3 training data, hatch-lab, MIT)::
 
@@ -15,7 +16,16 @@ Input (mnfinder 1.2.3 training data, hatch-lab, MIT)::
 
 ``<root>`` may also be one split folder or one ``<set>`` folder (its split is then taken
 from the parent folder name; a set outside training-/validation-data is refused).
-training-data -> split ``train``, validation-data -> ``val``.
+
+Splits: validation-data -> ``test``; ``--val-from-train K`` (default 4) images of
+training-data -> ``val``; the other training-data images -> ``train``. The validation split
+is taken from the training data so that everything tuned on validation labels (thresholds,
+best checkpoint, convergence checks) never reads the images that are reported on, and
+mnfinder's own test-data stays held out. The K images are chosen by :func:`choose_val`:
+a stratified round-robin over the sets (one image from every set before a second from any;
+larger sets first, sets of equal size in a seeded order; within a set, a seeded order),
+deterministic for ``--seed``. K must be between 1 and the number of training images minus
+1 (train keeps one); without training-data under ``<root>`` only ``test`` is written.
 
 Choices (measured on the 33 images of mnfinder 1.2.3):
 
@@ -50,11 +60,13 @@ Choices (measured on the 33 images of mnfinder 1.2.3):
   centroid is its box centre); with ``--box-size N``, N x N boxes centred on the point
   (not clipped to the image). COCO ``area`` is the pixel count (tight boxes) or N * N.
 
-Output (docs/data_layout.md): ``images/<split>_<set>_<name>.png`` (RGB uint8) and
-``annotations/{train,val}.json`` (COCO, categories 1 nucleus, 2 micronucleus -> labels 0,
-1); ``img_dir``, ``ann_dir`` (0 background, 1 nucleus, 2 micronucleus), ``inst_dir``
-(uint16 PNG; ids unique across both classes: nuclei first), ``points`` (CSV x,y,label
-with label 0 nucleus, 1 micronucleus), each under ``{train,val}/``.
+Output (docs/data_layout.md): ``images/<split>_<set>_<name>.png`` (RGB uint8; ``<split>``
+is the output split: train and val images come from training-data, test images from
+validation-data, which reuses set and image names) and ``annotations/{train,val,test}.json``
+(COCO, categories 1 nucleus, 2 micronucleus -> labels 0, 1); ``img_dir``, ``ann_dir`` (0
+background, 1 nucleus, 2 micronucleus), ``inst_dir`` (uint16 PNG; ids unique across both
+classes: nuclei first), ``points`` (CSV x,y,label with label 0 nucleus, 1 micronucleus),
+each under ``{train,val,test}/``.
 """
 import argparse
 import os
@@ -68,7 +80,8 @@ from scipy import ndimage
 from projects.common.io import read_image, to_uint8
 from projects.common.layout import LayoutWriter, track
 
-SPLITS = {'training-data': 'train', 'validation-data': 'val'}
+# mnfinder folder -> output split (training-data images chosen by choose_val go to 'val')
+SPLITS = {'training-data': 'train', 'validation-data': 'test'}
 HELD_OUT = ('test-data', )
 CLASSES = ('nucleus', 'micronucleus')
 MASK_DIRS = ('nucleus_masks', 'mn_masks')
@@ -230,36 +243,102 @@ def list_images(set_dir: str) -> List[Tuple[str, str, Tuple[str, str]]]:
     return out
 
 
+def _check_val_from_train(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f'--val-from-train must be >= 1, got {k!r}: the validation split '
+                         f'(thresholds, best checkpoint, convergence checks) must not be the '
+                         f'test split (mnfinder validation-data)')
+
+
+def choose_val(sets: Dict[str, List[str]], k: int, seed: int = 0) -> List[Tuple[str, str]]:
+    """The ``k`` (set, image name) pairs of ``sets`` (set name -> image names) that go to
+    the validation split, in the order they are taken.
+
+    A stratified round-robin over the sets: every round takes the next image of each set
+    that has one left, so no set gives a second image before every set has given one. The
+    sets are visited largest first (a large set loses the smallest share of its images);
+    sets of equal size in the order of ``rng.permutation(n_sets)`` over the sorted set
+    names, and each set's images in the order of ``rng.permutation(n_images)`` over its
+    sorted names (drawn set by set in sorted order), ``rng = numpy.random.default_rng(seed)``.
+    """
+    names = {s: sorted(v) for s, v in sets.items()}
+    n = sum(len(v) for v in names.values())
+    _check_val_from_train(k)
+    if k > n - 1:
+        raise ValueError(f'--val-from-train {k}: only {n} training-data images, so at most '
+                         f'{n - 1} can go to val (train keeps at least one)')
+    rng = np.random.default_rng(seed)
+    order = sorted(names)
+    tie = dict(zip(order, rng.permutation(len(order)).tolist()))
+    queues = {s: [names[s][i] for i in rng.permutation(len(names[s]))] for s in order}
+    visit = sorted(order, key=lambda s: (-len(names[s]), tie[s]))
+    chosen: List[Tuple[str, str]] = []
+    for rnd in range(max(len(v) for v in names.values())):
+        for s in visit:
+            if len(chosen) < k and rnd < len(queues[s]):
+                chosen.append((s, queues[s][rnd]))
+    return chosen
+
+
 def convert(root: str, out: str, box_size: Optional[float] = None, min_area: int = 1,
-            split_components: bool = True, progress: bool = True) -> Dict[str, dict]:
-    """Convert every train / val set under ``root`` into ``out``; returns per-split counts."""
-    writer = LayoutWriter(out, CLASSES, 'mnfinder {split} split converted by MMHisto',
-                          source='mnfinder 1.2.3 (hatch-lab), MIT', box_size=box_size)
+            split_components: bool = True, progress: bool = True, val_from_train: int = 4,
+            seed: int = 0) -> Dict[str, dict]:
+    """Convert every training-data / validation-data set under ``root`` into ``out``:
+    ``val_from_train`` training images (:func:`choose_val` with ``seed``) -> ``val``, the
+    other training images -> ``train``, validation-data -> ``test``.
+
+    Returns per-split counts (``images``, ``nucleus``, ``micronucleus``, ``dropped_small``,
+    ``covered``) and ``sources``: the ``<mnfinder split>/<set>/<name>`` of each image of the
+    split, in the order written (sets and names sorted).
+    """
     if min_area < 1:
         raise ValueError(f'--min-area must be >= 1, got {min_area}')
-    jobs = []
+    _check_val_from_train(val_from_train)
+    found = []
     for split, set_name, set_dir in find_sets(root):
         for name, tif, masks in list_images(set_dir):
-            # training-data and validation-data reuse set and image names for different images
-            jobs.append((split, f'{split}_{set_name}_{name}', tif, masks))
-    dropped = {}
-    for split, stem, tif, masks in track(jobs, progress):
+            found.append((split, set_name, name, tif, masks))
+    train_sets: Dict[str, List[str]] = {}
+    for split, set_name, name, _, _ in found:
+        if split == 'train':
+            train_sets.setdefault(set_name, []).append(name)
+    if train_sets:
+        to_val = set(choose_val(train_sets, val_from_train, seed))
+    else:
+        to_val = set()
+        print(f'[mnfinder] no training-data under {root}: only the test split is written')
+    src = {v: k for k, v in SPLITS.items()}
+    jobs = []
+    for split, set_name, name, tif, masks in found:
+        if split == 'train' and (set_name, name) in to_val:
+            split = 'val'
+        jobs.append((split, set_name, name, tif, masks))
+    writer = LayoutWriter(out, CLASSES, 'mnfinder {split} split converted by MMHisto',
+                          source='mnfinder 1.2.3 (hatch-lab), MIT', box_size=box_size)
+    stats: Dict[str, dict] = {}
+    for split, set_name, name, tif, masks in track(jobs, progress):
         res = convert_image(tif, masks, min_area, split_components)
-        writer.add(split, stem, res['image'], res['sem'], res['inst'], res['labels'])
-        st = dropped.setdefault(split, dict(dropped_small=0, covered=0))
+        # the split prefix keeps names unique: validation-data (test) reuses the set and
+        # image names of training-data
+        writer.add(split, f'{split}_{set_name}_{name}', res['image'], res['sem'], res['inst'],
+                   res['labels'])
+        st = stats.setdefault(split, dict(dropped_small=0, covered=0, sources=[]))
         st['dropped_small'] += res['dropped_small']
         st['covered'] += res['covered']
+        origin = src['test' if split == 'test' else 'train']
+        st['sources'].append(f'{origin}/{set_name}/{name}')
     counts = writer.close()
-    return {s: dict(images=counts[s]['images'], **counts[s]['per_class'], **dropped[s])
-            for s in sorted(counts)}
+    return {s: dict(images=counts[s]['images'], **counts[s]['per_class'], **stats[s])
+            for s in sorted(counts, key=('train', 'val', 'test').index)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Convert mnfinder (nucleus + micronucleus RGBA instance masks on grey '
         'fluorescence tifs) to the COCO detection layout and the mmseg segmentation layout '
-        '(docs/data_layout.md). training-data -> train, validation-data -> val; test-data '
-        'is held out and skipped.')
+        '(docs/data_layout.md). validation-data -> test; --val-from-train images of '
+        'training-data (a seeded round-robin over its sets) -> val, the rest -> train; '
+        'test-data is held out and skipped.')
     parser.add_argument('--root', required=True,
                         help='mnfinder data folder (holding training-data/ and '
                         'validation-data/), one of those, or one set folder')
@@ -271,6 +350,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--instances', choices=('component', 'colour'), default='component',
                         help='an instance is one connected component of a colour (default) '
                         'or one colour')
+    parser.add_argument('--val-from-train', type=int, default=4, metavar='K',
+                        help='training-data images that form the val split (default 4; '
+                        '1 <= K <= training images - 1), one per set before a second from '
+                        'any set, larger sets first')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the choice of the val images (default 0)')
     return parser.parse_args(argv)
 
 
@@ -278,7 +363,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     print(f'[mnfinder] converting {args.root} -> {args.out}')
     stats = convert(args.root, args.out, args.box_size, args.min_area,
-                    args.instances == 'component')
+                    args.instances == 'component', val_from_train=args.val_from_train,
+                    seed=args.seed)
+    if 'val' in stats:
+        n_train = stats['val']['images'] + stats.get('train', dict(images=0))['images']
+        print(f'[mnfinder] val: {stats["val"]["images"]} of the {n_train} training-data images '
+              f'(--val-from-train {args.val_from_train}, --seed {args.seed}): '
+              f'{", ".join(stats["val"]["sources"])}')
     for split, st in stats.items():
         print(f'[mnfinder] {split}: {st["images"]} images, {st["nucleus"]} nuclei, '
               f'{st["micronucleus"]} micronuclei; {st["dropped_small"]} instances below '

@@ -1,9 +1,9 @@
 # mnfinder detection with one annotation per patch (the PU-detection protocol's deletion):
 # on a grid of 256 px patches with 64 px overlap over each whole training image, annotations
 # are deleted until one is left per patch (before the random 256 px crop; seeded by name).
-# mnfinder has no test split here (its test-data is held out): the validation images are
-# the test set, complete; the validation loop sees the same images with the same deletion
-# as training (the PU protocol's incomplete validation set, used by the prior sweep).
+# The test split (mnfinder's validation-data) stays complete; the val split (training-data
+# images held out of training by the converter) gets the same deletion as training (the PU
+# protocol's incomplete validation set, used by the prior sweep).
 _base_ = './mnfinder_det_sparse30.py'
 sparsify = dict(type='SparsifyAnnotations', mode='one_per_patch', patch_size=256, overlap=64,
                 seed=0)

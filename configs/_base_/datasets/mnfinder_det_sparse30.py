@@ -1,9 +1,9 @@
 # mnfinder detection with incomplete labels: 30% of the nuclei / micronuclei of every
 # training image stay annotated (SparsifyAnnotations on the whole image, before the random
 # 256 px crop, seeded by file name: the same objects every epoch).
-# mnfinder has no test split here (its test-data is held out): the validation images are
-# the test set, complete; the validation loop sees the same images with the same deletion
-# as training (the PU protocol's incomplete validation set, used by the prior sweep).
+# The test split (mnfinder's validation-data) stays complete; the val split (training-data
+# images held out of training by the converter) gets the same deletion as training (the PU
+# protocol's incomplete validation set, used by the prior sweep).
 _base_ = './mnfinder_det.py'
 sparsify = dict(type='SparsifyAnnotations', mode='nested', fraction=0.3, seed=0)
 # SparsifyAnnotations goes right after LoadAnnotations in training (before any random crop)
