@@ -437,3 +437,20 @@ def test_workers_read_error_names_the_slide(tmp_path):
     with pytest.raises(ValueError, match=r'w.tif: region x=500.*outside level 0'):
         list(TileLoader(RegionTiles(slide, res, (0, 0)), bad, 2, workers=1))
     slide.close()
+
+
+# ================================================================ the benchmark
+def test_benchmark_ratios_smoke(tmp_path, model_files, capsys):
+    # smoke test of the ratio part of the benchmark tool (timings are not asserted): the
+    # null-model and raw-read runs see the same 6 tiles, and the printed ratios are the
+    # quotients of the returned times
+    cfg, ckpt, _ = model_files
+    bench = load_tool('analysis_tools/benchmark_slide_inference')
+    slide = squares_pyramid(str(tmp_path / 'b.tif'), [(64, 64, 32)], background=PINK)
+    res = bench.main([cfg, ckpt, slide, '--tile', '256', '--overlap', '64', '--workers', '1',
+                      '--ratios'])
+    r = res['ratios']
+    assert r['tiles'] == res['processed'] == 6 and res['objects'] == 1
+    assert r['ceiling'] == pytest.approx(r['raw_s'] / r['null_loop_s'])
+    assert r['scaling_2_over_1'] == pytest.approx(r['null_tps_2'] / r['null_tps_1'])
+    assert 'ceiling = pipeline / raw' in capsys.readouterr().out
