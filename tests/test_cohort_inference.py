@@ -4,8 +4,8 @@ ones, --mpp by hand-worked levels, pipelined reading (same objects, bounded memo
 bad input.
 
 Slides are small tiled pyramids written here (tifffile); the model is the test double of
-tests/test_slide_inference.py (one box per dark blob), here in a module written to a
-temporary folder so that tool processes started by the tests can import it.
+tests/test_slide_inference.py (one box per dark blob), registered by a module written to
+a temporary folder so that tool processes started by the tests can import it.
 """
 import csv
 import json
@@ -29,51 +29,23 @@ from test_slide_inference import (load_tool, pyramid_levels, tiny_unet, tissue_i
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-# the blob detector of test_slide_inference, importable by a tool process; it sleeps
-# MMHISTO_TEST_DELAY seconds per model call (a slow model makes the kill land mid-slide)
+# the blob detector of test_slide_inference (one box per dark blob), under a name a tool
+# process imports (custom_imports); it sleeps MMHISTO_TEST_DELAY seconds per model call
+# (a slow model makes the kill land mid-slide)
 BLOB_MODULE = '''
-import os, time
-import numpy as np
-import torch
-from scipy import ndimage
-from mmdet.models.detectors import BaseDetector
+import os
+import time
+
 from mmdet.registry import MODELS
-from mmengine.structures import InstanceData
+from test_slide_inference import BlobDetector
 
 
 @MODELS.register_module(force=True)
-class CohortBlobDetector(BaseDetector):
+class CohortBlobDetector(BlobDetector):
 
-    def __init__(self, dark=50, large_area=400, data_preprocessor=None, init_cfg=None):
-        super().__init__(data_preprocessor=data_preprocessor
-                         or dict(type='mmdet.DetDataPreprocessor'), init_cfg=init_cfg)
-        self.dark, self.large_area = dark, large_area
-        self.delay = float(os.environ.get('MMHISTO_TEST_DELAY', '0'))
-
-    def predict(self, batch_inputs, batch_data_samples, rescale=True):
-        time.sleep(self.delay)
-        for img, sample in zip(batch_inputs, batch_data_samples):
-            lab, n = ndimage.label(img.float().mean(0).numpy() < self.dark,
-                                   structure=np.ones((3, 3)))
-            boxes, labels = [], []
-            for k, sl in enumerate(ndimage.find_objects(lab), start=1):
-                boxes.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
-                labels.append(int((lab[sl] == k).sum() >= self.large_area))
-            inst = InstanceData()
-            inst.bboxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-            inst.scores = torch.full((n, ), 0.9)
-            inst.labels = torch.tensor(labels, dtype=torch.int64)
-            sample.pred_instances = inst
-        return batch_data_samples
-
-    def loss(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def _forward(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def extract_feat(self, *args, **kwargs):
-        raise NotImplementedError
+    def predict(self, *args, **kwargs):
+        time.sleep(float(os.environ.get('MMHISTO_TEST_DELAY', '0')))
+        return super().predict(*args, **kwargs)
 '''
 META = dict(classes=('small', 'large'), palette=[(255, 0, 0), (0, 0, 255)])
 PINK = (235, 200, 220)
@@ -122,7 +94,8 @@ def read_rows(out) -> list:
 
 def tool_env(mod: str, **extra) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore',
-               PYTHONPATH=os.pathsep.join([REPO, mod, os.environ.get('PYTHONPATH', '')]))
+               PYTHONPATH=os.pathsep.join([REPO, mod, osp.join(REPO, 'tests'),
+                                           os.environ.get('PYTHONPATH', '')]))
     env.update(extra)
     return env
 
