@@ -189,8 +189,8 @@ def cohort_rate(args, slides: List[str], ranks: int, out: str) -> dict:
     tool = osp.join(TOOLS, 'infer_slide.py')
     opts = [args.config, args.checkpoint, *slides, '--out', out, '--tile', str(args.tile),
             '--overlap', str(args.overlap), '--batch-size', str(args.batch_size),
-            '--workers', str(args.workers), '--device', args.device, '--no-progress',
-            '--backend', args.backend]
+            '--workers', str(args.workers), '--score-thr', str(args.score_thr),
+            '--device', args.device, '--no-progress', '--backend', args.backend]
     if args.tissue_mask:
         opts += ['--tissue-mask', args.tissue_mask]
     if ranks == 1:
