@@ -43,6 +43,8 @@ def _rows(ds, extra=()):
         dict(name='pu', config=_pu.format('pu', ds), baseline=ce),
         dict(name='pu-nnpu', config=_pu.format('pu-nnpu', ds), baseline=ce + ['pu']),
         dict(name='pu-nnpu-hp', config=_pu.format('pu-nnpu-hp', ds), baseline=ce + ['pu']),
+        dict(name='pu-nnpu-hp-warmup', config=_pu.format('pu-nnpu-hp-warmup', ds),
+             baseline=ce + ['pu-nnpu-hp']),
         dict(name='ece', config=_ece.format('ece', ds), baseline=ce),
         dict(name='focal-ece', config=_ece.format('focal-ece', ds), baseline=ce),
     ]
