@@ -198,7 +198,10 @@ class Job:
         paths = self.paths(slide_path)
         if self.args.overwrite or not osp.isfile(paths['summary']):
             return None
-        summary = read_json(paths['summary'], 'slide summary')
+        try:
+            summary = read_json(paths['summary'], 'slide summary')
+        except ValueError:  # unreadable: the slide is redone
+            return None
         if summary.get('fingerprint') != self.fingerprint:
             return None
         if not all(osp.isfile(p) for p in paths.values()):
@@ -212,8 +215,7 @@ class Job:
         for path in sorted(glob.glob(osp.join(self.args.out, '*_summary.json'))):
             try:
                 other = read_json(path, 'slide summary').get('fingerprint')
-            except ValueError:
-                other = None  # an unreadable summary: that slide is redone
+            except ValueError:  # an unreadable summary: that slide is redone
                 continue
             if other != self.fingerprint:
                 raise ValueError(

@@ -336,7 +336,8 @@ class SlidingWindowInference:
                 inst.labels[keep].detach().long().cpu())
 
     def run(self, read_tile: TileReader, height: int, width: int, progress: Optional[bool] = None,
-            keep: Optional[np.ndarray] = None, batches: Optional[Iterable[List[np.ndarray]]] = None):
+            keep: Optional[np.ndarray] = None,
+            batches: Optional[Iterable[List[np.ndarray]]] = None):
         """Detect on a ``height`` x ``width`` image read tile by tile.
 
         ``read_tile(x, y, w, h)`` returns the RGB uint8 array (h, w, 3) of the region at
