@@ -225,19 +225,39 @@ class Job:
                     f'{self.args.checkpoint}); pass --overwrite to replace them, or choose '
                     'another --out')
 
-    def infer(self, slide_path: str) -> dict:
-        """Run one slide; returns its summary (raises on any error, writing nothing under
-        a final name for that slide)."""
+    def prepare(self, slide_path: str) -> dict:
+        """What a slide needs before the model: opened, its --level / --mpp and --roi
+        checked, its thumbnail read (raises on any error). Several slides: run on a thread
+        for the next slide while the model runs on the current one."""
         a = self.args
         t0 = time.perf_counter()
         slide = open_slide(slide_path, a.backend)
         try:
-            # slide, level / mpp and ROI are checked before the (slower) model loading
             if a.level is not None:
                 slide.check_level(a.level, '--level')
             res = choose_resolution(slide, mpp=a.mpp, level=a.level)
             region = region_at(slide, res, self.roi)
-            t_open = time.perf_counter() - t0
+            thumbnail = slide.thumbnail(a.thumbnail_size)
+        except BaseException:
+            slide.close()
+            raise
+        return dict(slide=slide, res=res, region=region, thumbnail=thumbnail,
+                    prepare_s=time.perf_counter() - t0)
+
+    def infer(self, slide_path: str, prepared=None, on_reading=None) -> dict:
+        """Run one slide; returns its summary (raises on any error, writing nothing under
+        a final name for that slide). ``prepared``: :meth:`prepare` of the slide, or a
+        future of it (the wall time counts the wait for it); ``on_reading``: called once
+        its tiles are being read (``SlideInference.run``)."""
+        a = self.args
+        t0 = time.perf_counter()
+        if prepared is None:  # slide, level / mpp and ROI checked before the model loads
+            prepared = self.prepare(slide_path)
+        elif not isinstance(prepared, dict):
+            prepared = prepared.result()
+        slide, res, region = prepared['slide'], prepared['res'], prepared['region']
+        try:
+            t_wait = time.perf_counter() - t0  # 0 when the slide was prepared ahead
             self.load()
             self._check_mpp(slide_path, res)
             engine, names, colours = self.engine, self.names, self.colours
@@ -254,7 +274,8 @@ class Job:
                               geometry=a.geometry) as writer:
                 run = engine.run(slide, roi=self.roi, tissue=a.tissue_mask,
                                  thumbnail_size=a.thumbnail_size, sink=writer.write,
-                                 resolution=res)
+                                 resolution=res, thumbnail=prepared['thumbnail'],
+                                 on_reading=on_reading)
             t1 = time.perf_counter()
             d = run.downsample
             x, y, w, h = run.region
@@ -270,7 +291,8 @@ class Job:
                            title + ('; grey: skipped tiles' if len(skipped) else ''), skipped)
             mask = run.mask if run.mask is not None else tissue_mask(run.thumbnail)[0]
             tissue = tissue_area_mm2(mask, run.thumbnail_scale, region0, slide_mpp(slide))
-            timings = dict(open_s=t_open, model_load_s=self.t_model, **run.timings,
+            timings = dict(open_s=t_wait, prepare_s=prepared['prepare_s'],
+                           model_load_s=self.t_model, **run.timings,
                            overview_s=time.perf_counter() - t1)
             self.t_model = 0.0  # the model is loaded once per call
             timings['wall_s'] = time.perf_counter() - t0
@@ -339,28 +361,45 @@ def main(argv: Optional[List[str]] = None):
     if not single:
         print(f'[mmhisto] rank {rank}/{world}: {len(mine)} of {len(slides)} slides -> '
               f'{args.out}', flush=True)
-    for k, path in enumerate(mine):
-        t0 = time.perf_counter()
+    todo = []
+    for path in mine:
         done = job.complete(path)
-        if done is not None:
-            print(f'[mmhisto] ({k + 1}/{len(mine)}) {path}: complete in {args.out}, skipped '
-                  '(--overwrite redoes it)', flush=True)
-            rows.append(cohort_row(done, 'skipped', rank))
-            summaries.append(done)
+        if done is None:
+            todo.append(path)
             continue
-        if single:
-            summaries.append(job.infer(path))  # errors stop the tool, as for one slide
-            rows.append(cohort_row(summaries[-1], 'done', rank))
-            continue
-        try:
-            summary = job.infer(path)
-        except Exception as err:  # one bad slide: its row says why, the others go on
-            rows.append(failed_row(path, err, rank, time.perf_counter() - t0))
-            print(f'[mmhisto] ({k + 1}/{len(mine)}) {path}: FAILED: {rows[-1]["error"]}',
-                  file=sys.stderr, flush=True)
-            continue
-        rows.append(cohort_row(summary, 'done', rank))
-        print(f'[mmhisto] ({k + 1}/{len(mine)}) {path}: done', flush=True)
+        print(f'[mmhisto] {path}: complete in {args.out}, skipped (--overwrite redoes it)',
+              flush=True)
+        rows.append(cohort_row(done, 'skipped', rank))
+        summaries.append(done)
+    if single and todo:
+        summaries.append(job.infer(todo[0]))  # errors stop the tool, as for one slide
+        rows.append(cohort_row(summaries[-1], 'done', rank))
+    elif todo:
+        # the next slide is opened and its thumbnail read on a thread while the model runs
+        # on this one; it starts once this slide's reader processes are forked (a thread
+        # inside OpenSlide at a fork could leave a lock held in the child)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as ahead:
+            nxt = [ahead.submit(job.prepare, todo[0])]
+            for k, path in enumerate(todo):
+                t0 = time.perf_counter()
+                cur = nxt[0]
+
+                def start_next(k: int = k) -> None:
+                    if k + 1 < len(todo):
+                        nxt[0] = ahead.submit(job.prepare, todo[k + 1])
+
+                try:
+                    summary = job.infer(path, cur, start_next)
+                except Exception as err:  # one bad slide: its row says why, the others go on
+                    if nxt[0] is cur:  # it failed before its tiles were read
+                        start_next()
+                    rows.append(failed_row(path, err, rank, time.perf_counter() - t0))
+                    print(f'[mmhisto] ({k + 1}/{len(todo)}) {path}: FAILED: '
+                          f'{rows[-1]["error"]}', file=sys.stderr, flush=True)
+                    continue
+                rows.append(cohort_row(summary, 'done', rank))
+                print(f'[mmhisto] ({k + 1}/{len(todo)}) {path}: done', flush=True)
     rows = _gather(rows, world)
     order = {osp.abspath(p): i for i, p in enumerate(slides)}
     rows.sort(key=lambda r: order[r['slide']])

@@ -616,7 +616,11 @@ class TileLoader:
             worker_init_fn=_reader_process_init)
 
     def __iter__(self) -> Iterator[List[np.ndarray]]:
-        for batch in self.loader:
+        return self._batches(iter(self.loader))  # the processes start (fork) here
+
+    @staticmethod
+    def _batches(loader_iter) -> Iterator[List[np.ndarray]]:
+        for batch in loader_iter:
             for item in batch:
                 if isinstance(item, _TileError):
                     raise ValueError(item.message)
@@ -713,11 +717,17 @@ class SlideInference:
     def run(self, slide: SlideReader, level: int = 0, roi: Optional[Sequence[int]] = None,
             tissue: Optional[str] = None, thumbnail_size: int = 1024,
             sink: Optional[Callable[[SlideObjects], None]] = None,
-            resolution: Optional[Resolution] = None) -> SlideRun:
+            resolution: Optional[Resolution] = None,
+            thumbnail: Optional[Tuple[np.ndarray, float]] = None,
+            on_reading: Optional[Callable[[], None]] = None) -> SlideRun:
         """Infer on ``level`` of ``slide`` inside ``roi`` (level-0 x, y, w, h; None = all).
 
         ``resolution`` (:func:`~projects.common.slide.choose_resolution`, e.g. for an
         mpp) replaces ``level``: tiles are then cut from the slide at its scale.
+        ``thumbnail``: ``slide.thumbnail(thumbnail_size)`` when it was read already (e.g.
+        ahead, while the model ran on the previous slide). ``on_reading()`` is called once
+        the tile readers run (with ``workers``: once their processes are forked, so that
+        work started then on another thread cannot hold a lock a reader inherits).
 
         ``tissue``: None (every tile) or a :func:`tissue_mask` method ('saturation',
         'od'): tiles with no tissue pixel in the mask of a thumbnail of the lowest level
@@ -735,7 +745,7 @@ class SlideInference:
         timings = {}
         mask, thr = None, None
         t0 = time.perf_counter()
-        thumb, scale = slide.thumbnail(thumbnail_size)
+        thumb, scale = thumbnail if thumbnail is not None else slide.thumbnail(thumbnail_size)
         if tissue is not None:
             mask, thr = tissue_mask(thumb, tissue)
             keep = tiles_with_tissue(tiles, (x0, y0), d, mask, scale)
@@ -760,8 +770,10 @@ class SlideInference:
         read_tile = RegionTiles(slide, resolution, (x0, y0))
         batches = None
         if self.workers:
-            batches = TileLoader(read_tile, tiles[keep], self.batch_size, self.workers,
-                                 self.prefetch)
+            batches = iter(TileLoader(read_tile, tiles[keep], self.batch_size, self.workers,
+                                      self.prefetch))
+        if on_reading is not None:
+            on_reading()
         if self.task == 'detection':
             res = self.det.run(read_tile, h, w, keep=keep, batches=batches)
             st = self.det.last_stats
