@@ -31,7 +31,9 @@ Several slides: a slide that cannot be read or whose --level / --mpp cannot be m
 failed row and the others go on; the exit status is 0 when every slide is done (or
 skipped as complete) and 3 when any failed. One slide file: an error stops the tool with
 exit status 1 and writes nothing. ``--launcher pytorch`` (under torchrun) deals the
-slides to the ranks, largest file first; rank 0 writes cohort_summary.csv.
+slides to the ranks, largest file first; rank 0 writes cohort_summary.csv. ``--workers N``
+reads tiles in N background processes; the next slide is opened and its thumbnail read
+while the model runs on the current one.
 """
 import argparse
 import glob
