@@ -371,7 +371,7 @@ def main(argv: Optional[List[str]] = None):
             continue
         print(f'[mmhisto] {path}: complete in {args.out}, skipped (--overwrite redoes it)',
               flush=True)
-        rows.append(cohort_row(done, 'skipped', rank))
+        rows.append(dict(cohort_row(done, 'skipped', rank), slide=osp.abspath(path)))
         summaries.append(done)
     if single and todo:
         summaries.append(job.infer(todo[0]))  # errors stop the tool, as for one slide
@@ -417,7 +417,7 @@ def main(argv: Optional[List[str]] = None):
     if world > 1:
         from projects.common.runner_utils import close_process_group
         close_process_group()
-    if single:
+    if single and summaries:  # (under torchrun the other ranks had no slide)
         for key, path in job.paths(slides[0]).items():
             print(f'[mmhisto] {key}: {path}')
         return summaries[0]
