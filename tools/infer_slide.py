@@ -32,8 +32,9 @@ failed row and the others go on; the exit status is 0 when every slide is done (
 skipped as complete) and 3 when any failed. One slide file: an error stops the tool with
 exit status 1 and writes nothing. ``--launcher pytorch`` (under torchrun) deals the
 slides to the ranks, largest file first; rank 0 writes cohort_summary.csv. ``--workers N``
-reads tiles in N background processes; the next slide is opened and its thumbnail read
-while the model runs on the current one.
+reads tiles in N background processes; the next slide is opened and its thumbnail read,
+and the previous slide's overview and summary written, while the model runs on the
+current one.
 """
 import argparse
 import glob
@@ -42,7 +43,7 @@ import os.path as osp
 import sys
 import time
 import warnings
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from mmengine.config import DictAction
 
@@ -246,11 +247,19 @@ class Job:
         return dict(slide=slide, res=res, region=region, thumbnail=thumbnail,
                     prepare_s=time.perf_counter() - t0)
 
-    def infer(self, slide_path: str, prepared=None, on_reading=None) -> dict:
-        """Run one slide; returns its summary (raises on any error, writing nothing under
-        a final name for that slide). ``prepared``: :meth:`prepare` of the slide, or a
-        future of it (the wall time counts the wait for it); ``on_reading``: called once
-        its tiles are being read (``SlideInference.run``)."""
+    def infer(self, slide_path: str) -> dict:
+        """Run one slide and write all its outputs; returns its summary (raises on any
+        error, writing nothing under a final name for that slide)."""
+        return self.run(slide_path)(True)
+
+    def run(self, slide_path: str, prepared=None, on_reading=None) -> Callable[[bool], dict]:
+        """Run the model over one slide and write its GeoJSON and CSV; returns
+        ``finish(inline)``, which writes the overview and, last, the summary, and returns
+        the summary (several slides: it runs on a thread while the model runs on the next
+        slide; ``inline``: it runs on the model's thread, whose time the summary's wall_s
+        counts). ``prepared``: :meth:`prepare` of the slide, or a future of it (the wall
+        time counts the wait for it); ``on_reading``: called once its tiles are being read
+        (``SlideInference.run``)."""
         a = self.args
         t0 = time.perf_counter()
         if prepared is None:  # slide, level / mpp and ROI checked before the model loads
@@ -278,6 +287,14 @@ class Job:
                                  thumbnail_size=a.thumbnail_size, sink=writer.write,
                                  resolution=res, thumbnail=prepared['thumbnail'],
                                  on_reading=on_reading)
+            backend, mpp0 = slide.backend, slide_mpp(slide)
+        finally:
+            slide.close()
+        t_model = self.t_model
+        self.t_model = 0.0  # the model is loaded once per call
+        held = time.perf_counter() - t0
+
+        def finish(inline: bool) -> dict:
             t1 = time.perf_counter()
             d = run.downsample
             x, y, w, h = run.region
@@ -292,14 +309,14 @@ class Job:
                            run.labels, names, colours, run.mask, region0,
                            title + ('; grey: skipped tiles' if len(skipped) else ''), skipped)
             mask = run.mask if run.mask is not None else tissue_mask(run.thumbnail)[0]
-            tissue = tissue_area_mm2(mask, run.thumbnail_scale, region0, slide_mpp(slide))
+            tissue = tissue_area_mm2(mask, run.thumbnail_scale, region0, mpp0)
+            finish_s = time.perf_counter() - t1
             timings = dict(open_s=t_wait, prepare_s=prepared['prepare_s'],
-                           model_load_s=self.t_model, **run.timings,
-                           overview_s=time.perf_counter() - t1)
-            self.t_model = 0.0  # the model is loaded once per call
-            timings['wall_s'] = time.perf_counter() - t0
+                           model_load_s=t_model, **run.timings, overview_s=finish_s)
+            # the time the slide held the model's thread
+            timings['wall_s'] = held + (finish_s if inline else 0.0)
             summary = dict(
-                slide=osp.abspath(slide_path), backend=slide.backend, task=engine.task,
+                slide=osp.abspath(slide_path), backend=backend, task=engine.task,
                 config=osp.abspath(a.config), checkpoint=osp.abspath(a.checkpoint),
                 fingerprint=self.fingerprint, level=res.level,
                 level_dimensions=[lw, lh], downsample=d, mpp=res.mpp, resized=res.resized,
@@ -318,13 +335,13 @@ class Job:
                 classes=names, timings_s={k: round(v, 4) for k, v in timings.items()},
                 outputs={k: osp.abspath(v) for k, v in paths.items()})
             write_json(paths['summary'], summary)  # last: the slide is complete
-        finally:
-            slide.close()
-        per = ', '.join(f'{k} {v}' for k, v in sorted(writer.counts.items())) or 'none'
-        print(f'[mmhisto] {n_run} of {n_all} tiles run ({n_all - n_run} skipped), '
-              f'{writer.count} objects ({per}) in {timings["wall_s"]:.1f} s '
-              f'(model forwards {timings["forward_s"]:.1f} s)', flush=True)
-        return summary
+            per = ', '.join(f'{k} {v}' for k, v in sorted(writer.counts.items())) or 'none'
+            print(f'[mmhisto] {slide_path}: {n_run} of {n_all} tiles run ({n_all - n_run} '
+                  f'skipped), {writer.count} objects ({per}) in {timings["wall_s"]:.1f} s '
+                  f'(model forwards {timings["forward_s"]:.1f} s)', flush=True)
+            return summary
+
+        return finish
 
     def _check_mpp(self, slide_path: str, res) -> None:
         t = self.train_mpp
@@ -341,6 +358,64 @@ def _gather(rows: list, world: int) -> list:
     every: list = [None] * world
     dist.all_gather_object(every, rows)
     return [r for part in every for r in part]
+
+
+def run_cohort(job: Job, todo: List[str], rank: int) -> List[dict]:
+    """The rows of ``todo`` (done or failed). Off the model's thread, on one helper
+    thread in this order: the next slide is opened, checked and its thumbnail read, and
+    the previous slide's overview and summary are written, while the model runs on the
+    current slide. Both start once the current slide's reader processes are forked (a
+    thread inside OpenSlide at a fork could leave a lock held in the child), and both are
+    done before the next slide starts (it waits for its preparation, queued after them)."""
+    from concurrent.futures import ThreadPoolExecutor
+    rows: List[dict] = []
+    pending: list = []  # (slide, start, future of the summary), oldest first
+
+    def report(path: str) -> None:
+        row = rows[-1]
+        ok = row['status'] == 'done'
+        print(f'[mmhisto] ({len(rows)}/{len(todo)}) {path}: '
+              + ('done' if ok else f'FAILED: {row["error"]}'),
+              file=sys.stdout if ok else sys.stderr, flush=True)
+
+    def collect() -> None:
+        path, t0, fut = pending.pop(0)
+        try:
+            rows.append(cohort_row(fut.result(), 'done', rank))
+        except Exception as err:  # writing its overview or summary failed
+            rows.append(failed_row(path, err, rank, time.perf_counter() - t0))
+        report(path)
+
+    with ThreadPoolExecutor(1) as helper:
+        nxt = [helper.submit(job.prepare, todo[0])]
+        finish_prev: list = []
+        for k, path in enumerate(todo):
+            t0 = time.perf_counter()
+            cur = nxt[0]
+
+            def background(k: int = k) -> None:  # the reader processes are forked
+                for path_, t_, fin in finish_prev:
+                    pending.append((path_, t_, helper.submit(fin, False)))
+                finish_prev.clear()
+                if k + 1 < len(todo):
+                    nxt[0] = helper.submit(job.prepare, todo[k + 1])
+
+            try:
+                finish = job.run(path, cur, background)
+            except Exception as err:  # one bad slide: its row says why, the others go on
+                if nxt[0] is cur:  # it failed before its tiles were read
+                    background()
+                rows.append(failed_row(path, err, rank, time.perf_counter() - t0))
+                report(path)
+                continue
+            finish_prev.append((path, t0, finish))
+            while pending and pending[0][2].done():
+                collect()
+        for path, t0, fin in finish_prev:  # the last slide's
+            pending.append((path, t0, helper.submit(fin, True)))
+        while pending:
+            collect()
+    return rows
 
 
 def main(argv: Optional[List[str]] = None):
@@ -377,31 +452,7 @@ def main(argv: Optional[List[str]] = None):
         summaries.append(job.infer(todo[0]))  # errors stop the tool, as for one slide
         rows.append(cohort_row(summaries[-1], 'done', rank))
     elif todo:
-        # the next slide is opened and its thumbnail read on a thread while the model runs
-        # on this one; it starts once this slide's reader processes are forked (a thread
-        # inside OpenSlide at a fork could leave a lock held in the child)
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(1) as ahead:
-            nxt = [ahead.submit(job.prepare, todo[0])]
-            for k, path in enumerate(todo):
-                t0 = time.perf_counter()
-                cur = nxt[0]
-
-                def start_next(k: int = k) -> None:
-                    if k + 1 < len(todo):
-                        nxt[0] = ahead.submit(job.prepare, todo[k + 1])
-
-                try:
-                    summary = job.infer(path, cur, start_next)
-                except Exception as err:  # one bad slide: its row says why, the others go on
-                    if nxt[0] is cur:  # it failed before its tiles were read
-                        start_next()
-                    rows.append(failed_row(path, err, rank, time.perf_counter() - t0))
-                    print(f'[mmhisto] ({k + 1}/{len(todo)}) {path}: FAILED: '
-                          f'{rows[-1]["error"]}', file=sys.stderr, flush=True)
-                    continue
-                rows.append(cohort_row(summary, 'done', rank))
-                print(f'[mmhisto] ({k + 1}/{len(todo)}) {path}: done', flush=True)
+        rows += run_cohort(job, todo, rank)
     rows = _gather(rows, world)
     order = {osp.abspath(p): i for i, p in enumerate(slides)}
     rows.sort(key=lambda r: order[r['slide']])
