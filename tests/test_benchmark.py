@@ -52,6 +52,8 @@ groups = [dict(dataset='tiny', fractions=[0.5], rows=[
     dict(name='stock', role='peer', config='{tmp}/toy.py'),
     dict(name='calibrated', same_as='stock', operating_point='calib', baseline='stock'),
     dict(name='broken', config='{tmp}/broken.py', baseline='stock'),
+]), dict(dataset='tiny-retest', fractions=[0.5], retest_of='tiny', rows=[
+    dict(name='stock', role='peer', config='{tmp}/toy.py'),
 ])]
 headlines = [dict(kind='toy labels', dataset='tiny', fraction=0.5, metric='F1@0.5')]
 '''
@@ -77,7 +79,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     args = ['tools/analysis_tools/benchmark.py', spec, '--results-dir', res, '--work-dir', work]
     proc = run_tool(args + ['--jobs', '2'], check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]  # the broken row failed...
-    assert '4 runs to do, 0 already' in proc.stdout
+    assert '6 runs to do, 0 already' in proc.stdout
     assert proc.stdout.count('FAILED') == 2  # ... and did not stop the others
     failures = json.load(open(osp.join(work, 'toy_spec', 'failures.json')))['failures']
     assert sorted(f['key'] for f in failures) == ['tiny/frac50/broken/seed0',
@@ -86,7 +88,16 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
                for f in failures)
 
     recs = {r['key']: r for r in _records(osp.join(res, 'runs.jsonl'))}
+    retests = {k: recs.pop(k) for k in list(recs) if k.startswith('tiny-retest/')}
     assert sorted(recs) == ['tiny/frac50/stock/seed0', 'tiny/frac50/stock/seed1']
+    # the retest group trained nothing: the same checkpoints on (here) the same test set
+    # give the same scores, with the source's validation curve
+    for key, rec in retests.items():
+        src = recs[rec['retest_of']]
+        assert key.replace('tiny-retest/', 'tiny/') == rec['retest_of']
+        assert rec['metrics'] == src['metrics'] and rec['val_curve'] == src['val_curve']
+        child = osp.join(work, 'toy_spec', key.replace('/', '__'))
+        assert not glob.glob(osp.join(child, '*.pth')) and rec['cpu_s'] < src['cpu_s']
     for key, rec in recs.items():
         child = osp.join(work, 'toy_spec', key.replace('/', '__'))
         # the child trained with the run's seed and fraction in both sparsifiers
@@ -126,7 +137,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     # the same bytes
     args = args[1:]
     assert benchmark.main(args + ['--resume', '--only', 'stock']) == dict(done=0, failed=[],
-                                                                          skipped=2)
+                                                                          skipped=4)
     before = (open(md, 'rb').read(), open(osp.join(res, 'results.png'), 'rb').read())
     benchmark.main(args + ['--report'])
     benchmark.main(args + ['--report'])
@@ -154,16 +165,17 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     assert '`calibrated` − `stock`' in readme and 'broken' not in readme
     assert benchmark.update_readmes(spec_d, tables, str(repo)) == []  # idempotent
 
-    # grid status: 2 of 4 runs done; the 2 broken runs (never timed) are estimated from the
-    # finished runs with the same budget (4 iterations)
+    # grid status: 4 of 6 runs done (2 of them retests); the 2 broken runs (never timed)
+    # are estimated from the finished training runs with the same budget (4 iterations)
     status = json.load(open(osp.join(res, 'status.json')))
     cpu = [r['cpu_s'] for r in recs.values()]
-    assert (status['expected'], status['done'], status['left_unknown']) == (4, 2, 0)
-    assert status['cpu_h_done'] == pytest.approx(sum(cpu) / 3600, abs=0.006)
+    assert (status['expected'], status['done'], status['left_unknown']) == (6, 4, 0)
+    assert status['cpu_h_done'] == pytest.approx(
+        (sum(cpu) + sum(r['cpu_s'] for r in retests.values())) / 3600, abs=0.006)
     assert status['cpu_h_left'] == pytest.approx(2 * np.mean(cpu) / 3600, abs=0.006)
     (repo / 'docs' / 'benchmarks' / 'toy_spec' / 'status.json').write_text(json.dumps(status))
     index = open(benchmark.write_index(str(repo))).read()
-    assert f'| [`toy_spec`](toy_spec/README.md) | {status["title"]} | 2/4 | ' in index
+    assert f'| [`toy_spec`](toy_spec/README.md) | {status["title"]} | 4/6 | ' in index
 
     # a changed config makes its results stale: the report names the spec entry
     with open(tmp_path / 'toy.py', 'a') as f:
@@ -173,7 +185,7 @@ def test_benchmark_end_to_end(tmp_path, tiny_synthetic):
     # a corrupt line is an error with its line number
     with open(osp.join(res, 'runs.jsonl'), 'a') as f:
         f.write('{not json\n')
-    with pytest.raises(ValueError, match='runs.jsonl: line 3 is not JSON'):
+    with pytest.raises(ValueError, match='runs.jsonl: line 5 is not JSON'):
         benchmark.main(args + ['--report'])
 
 
@@ -192,6 +204,13 @@ def _spec(tmp_path, body: str) -> str:
     ("task='det'\ngroups=[dict(dataset='d', rows=[dict(name='a', role='method', "
      "config='configs/benchmarks/det_sparse.py', iters=4, baseline='zz')])]",
      "'zz' is not another row"),
+    ("task='det'\ngroups=[dict(dataset='d', retest_of='e', rows=[dict(name='a', role='peer', "
+     "config='configs/benchmarks/det_sparse.py', iters=4)])]",
+     r"groups\[0\] \(d\): retest_of 'e' is not another training group"),
+    ("task='det'\ngroups=[dict(dataset='d', rows=[dict(name='a', role='peer', "
+     "config='configs/benchmarks/det_sparse.py', iters=4)]), dict(dataset='e', "
+     "retest_of='d', rows=[dict(name='a', role='peer', config='configs/benchmarks/npl.py', "
+     "iters=4)])]", r"rows\[0\] \(a\): a retest row must be a row of 'd'"),
 ])
 def test_bad_specs_name_the_entry(tmp_path, body, match):
     with pytest.raises(benchmark.SpecError, match=match):
@@ -268,3 +287,22 @@ def test_model_index_is_read_by_mim(tmp_path):
     before = [open(p, 'rb').read() for p in written]
     benchmark.write_model_index(str(tmp_path))
     assert [open(p, 'rb').read() for p in written] == before
+
+
+def test_retest_may_change_only_the_test_set(tmp_path):
+    zoo = 'configs/benchmarks/zoo/faster-rcnn_r18-c32_fpn_500i_synthetic-sparse30.py'
+    body = (f"task='det'\ngroups=[dict(dataset='d', rows=[dict(name='a', role='peer', "
+            f"config='{zoo}', iters=4)]), dict(dataset='e', retest_of='d', cfg_options="
+            "{opts}, rows=[dict(name='a', role='peer', config='" + zoo + "', iters=4)])]")
+
+    def check(opts: str) -> None:
+        spec = benchmark.load_spec(_spec(tmp_path, body.format(opts=opts)))
+        for run in benchmark.expected_runs(spec, datasets=['e']):
+            cfg, _ = benchmark.prepare_config(spec, run['group'], run['row'],
+                                              run['fraction'], run['seed'])
+            benchmark._check_same_training(spec, run, cfg)
+
+    check("{'test_dataloader.dataset.data_root': 'data/elsewhere/'}")  # a test set: fine
+    with pytest.raises(benchmark.SpecError, match=r"groups\[1\] \(e\): retest_of 'd', but "
+                       r"its options change more than the test set \(\['optim_wrapper'\]\)"):
+        check("{'optim_wrapper.optimizer.lr': 0.5}")

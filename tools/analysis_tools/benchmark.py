@@ -47,7 +47,10 @@ Evaluators:
 
 A row may reuse another row's runs at another operating point (``same_as='ce',
 operating_point='calib'``: its ``F1@0.5`` is the source's ``F1@calib``; the calibrated-CE
-baseline costs no training).
+baseline costs no training). A group with ``retest_of='DATASET'`` trains nothing either:
+its rows test the checkpoints of the same rows of that group on its own test set (its
+``cfg_options`` may change only the test loader and evaluator; checked), after every
+training run has ended; e.g. the stain spec's stain-shifted test tiles.
 """
 import argparse
 import copy
@@ -169,7 +172,7 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
             raise SpecError(f'{where}: data set {ds!r} with fractions {fractions} twice')
         seen_groups.add((ds, tuple(fractions)))
         group = dict(dataset=ds, fractions=fractions, cfg_options=g.get('cfg_options', {}),
-                     rows=[])
+                     retest_of=g.get('retest_of'), where=where, rows=[])
         names = set()
         for ri, r in enumerate(g.get('rows') or []):
             rname = r.get('name')
@@ -237,7 +240,35 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                     raise SpecError(f'{row["where"]}: baseline {b!r} has no runs at '
                                     f'fractions {sorted(missing)}')
         spec['groups'].append(group)
+    _check_retests(spec)
     return spec
+
+
+def _check_retests(spec: dict) -> None:
+    """A group with ``retest_of=DATASET`` trains nothing: each of its rows tests the
+    checkpoints of the same row of that group (same config, seeds, fractions, budget) with
+    its own ``cfg_options`` (another test set); errors name the group."""
+    by_ds = {g['dataset']: g for g in spec['groups']}
+    for g in spec['groups']:
+        src_ds = g['retest_of']
+        if not src_ds:
+            continue
+        where = f'{g["where"]} ({g["dataset"]})'
+        src = by_ds.get(src_ds)
+        if src is None or src is g or src['retest_of']:
+            raise SpecError(f'{where}: retest_of {src_ds!r} is not another training group '
+                            f'(groups: {sorted(by_ds)})')
+        src_rows = {r['name']: r for r in src['rows']}
+        for row in g['rows']:
+            if row['same_as']:
+                continue
+            s_row = src_rows.get(row['name'])
+            if s_row is None or any(s_row[k] != row[k] for k in (
+                    'config', 'seeds', 'iters', 'epochs', 'cfg_options')) or \
+                    not set(row['fractions']) <= set(s_row['fractions']):
+                raise SpecError(f'{row["where"]}: a retest row must be a row of {src_ds!r} '
+                                'with the same config, seeds, budget, options and fractions')
+            row['retest_of'] = s_row
 
 
 def run_key(dataset: str, fraction: float, name: str, seed: int) -> str:
@@ -368,11 +399,14 @@ def expected_runs(spec: dict, only: Optional[Sequence[str]] = None,
                 if fractions and not any(abs(f - x) < 1e-9 for x in fractions):
                     continue
                 for s in row['seeds']:
-                    runs.append(dict(group=group, row=row, fraction=f, seed=s,
+                    src = (run_key(group['retest_of'], f, row['name'], s)
+                           if group['retest_of'] else None)
+                    runs.append(dict(group=group, row=row, fraction=f, seed=s, source=src,
                                      key=run_key(group['dataset'], f, row['name'], s)))
     if only:  # the order asked for: rows named first run first
         rank = {n: i for i, n in enumerate(only)}
         runs.sort(key=lambda r: rank.get(r['row']['name'], len(rank)))
+    runs.sort(key=lambda r: r['source'] is not None)  # retests after the trainings
     return runs
 
 
@@ -627,11 +661,22 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
     cfg_path = osp.join(child, 'config.py')
     atomic_write(cfg_path, cfg.dump)
     env = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
-    cpu = run_child(cfg_path, child, env=env)
-    scalars = newest_scalars(child)
-    ckpt = final_checkpoint(child, run['row'])
-    preds = {}
-    for split in (('val', 'test') if spec['task'] == 'det' else ('test', )):
+    preds, trained = {}, child
+    if run['source']:  # a retest: the source run's checkpoint on this group's test set
+        trained = osp.join(work_dir, spec['name'], run['source'].replace('/', '__'))
+        if not osp.isdir(trained):
+            raise FileNotFoundError(
+                f'{trained}: the run {run["source"]} this retest tests is not on disk; run '
+                'it first (remove its line from runs.jsonl if --resume skips it)')
+        cpu = 0.0
+        if spec['task'] == 'det':
+            preds['val'] = osp.join(trained, 'test_val', 'val_preds.pkl')
+    else:
+        cpu = run_child(cfg_path, child, env=env)
+    scalars = newest_scalars(trained)
+    ckpt = final_checkpoint(trained, run['row'])
+    for split in (('val', 'test') if spec['task'] == 'det' and not run['source']
+                  else ('test', )):
         test_cfg = copy.deepcopy(cfg)
         if split == 'val':
             test_cfg.test_dataloader = test_cfg.val_dataloader
@@ -653,7 +698,33 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
                 wall_s=round(time.time() - t0, 1), cpu_s=round(cpu, 1), threads=threads,
                 code=_git_rev(),
                 val_curve=curve, converge_metric=spec['converge_metric'],
-                converged=stats.converged(curve), status='ok', **result)
+                converged=stats.converged(curve), status='ok', retest_of=run['source'],
+                **result)
+
+
+_TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg', 'work_dir')
+
+
+def _check_same_training(spec: dict, run: dict, cfg) -> None:
+    """A retest run's config must equal its source run's but for the test set."""
+    src_group = next(g for g in spec['groups'] if g['dataset'] == run['group']['retest_of'])
+    src_cfg, _ = prepare_config(spec, src_group, run['row']['retest_of'], run['fraction'],
+                                run['seed'])
+    mine, theirs = ({k: v for k, v in c.to_dict().items() if k not in _TEST_KEYS}
+                    for c in (cfg, src_cfg))
+    if json.dumps(mine, sort_keys=True, default=str) != \
+            json.dumps(theirs, sort_keys=True, default=str):
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise SpecError(f'{run["group"]["where"]} ({run["group"]["dataset"]}): retest_of '
+                        f'{src_group["dataset"]!r}, but '
+                        f'its options change more than the test set ({diff})')
+
+
+def _completed(pool: ThreadPoolExecutor, fn, items: list):
+    """``fn`` over ``items`` in ``pool``, futures as they finish; the pool is shut down
+    (all done) before the generator ends."""
+    with pool:
+        yield from as_completed([pool.submit(fn, x) for x in items])
 
 
 def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
@@ -665,6 +736,8 @@ def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
     todo, skipped = [], 0
     for run in expected_runs(spec, only, fractions, datasets):
         cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
+        if run['source']:
+            _check_same_training(spec, run, cfg)
         run.update(cfg=cfg, sha=sha)
         rec = done.get(run['key'])
         if resume and rec is not None and rec['config_sha256'] == sha:
@@ -685,20 +758,21 @@ def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
                              traceback=traceback.format_exc()[-4000:])
 
     n = 0
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for fut in as_completed([pool.submit(one, r) for r in todo]):
-            run, rec = fut.result()
-            n += 1
-            if 'error' in rec:
-                failures.append(dict(key=run['key'], where=run['row']['where'], **rec))
-                print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: FAILED {rec["error"]}',
-                      flush=True)
-                write_json(osp.join(work_dir, spec['name'], 'failures.json'),
-                           dict(failures=failures))
-            else:
-                shown = ', '.join(f'{m} {rec["metrics"][m]:.4f}' for m in spec['metrics'][:4])
-                print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: {shown} '
-                      f'(converged: {rec["converged"]}, {rec["wall_s"]:.0f} s)', flush=True)
+    phases = [[r for r in todo if r['source'] is None], [r for r in todo if r['source']]]
+    for fut in (f for phase in phases if phase  # retests start once every training ended
+                for f in _completed(ThreadPoolExecutor(max_workers=jobs), one, phase)):
+        run, rec = fut.result()
+        n += 1
+        if 'error' in rec:
+            failures.append(dict(key=run['key'], where=run['row']['where'], **rec))
+            print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: FAILED {rec["error"]}',
+                  flush=True)
+            write_json(osp.join(work_dir, spec['name'], 'failures.json'),
+                       dict(failures=failures))
+        else:
+            shown = ', '.join(f'{m} {rec["metrics"][m]:.4f}' for m in spec['metrics'][:4])
+            print(f'[benchmark] ({n}/{len(todo)}) {run["key"]}: {shown} '
+                  f'(converged: {rec["converged"]}, {rec["wall_s"]:.0f} s)', flush=True)
     if failures:
         print(f'[benchmark] {len(failures)} run(s) failed; see '
               f'{osp.join(work_dir, spec["name"], "failures.json")}', flush=True)
@@ -1119,8 +1193,8 @@ def update_readmes(spec: dict, tables: List[dict], repo: str = REPO) -> List[str
 def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
     """How far the spec's grid is: runs expected / done / converged, CPU hours spent and
     an estimate of the hours left (each pending run costs its row's mean CPU time, else
-    the mean of the spec's finished runs with the same budget; unknown when neither
-    exists)."""
+    the mean of the spec's finished training runs with the same budget; unknown when
+    neither exists; retests are estimated from retests only)."""
     runs = expected_runs(spec)
     done = [records[r['key']] for r in runs if r['key'] in records]
     by_row: Dict[str, List[float]] = {}
@@ -1128,13 +1202,16 @@ def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
     for rec in done:
         if rec.get('cpu_s') is None:  # the first version of the tool did not time runs
             continue
-        by_row.setdefault(rec['row'], []).append(rec['cpu_s'])
-        by_budget.setdefault(json.dumps(rec['budget']), []).append(rec['cpu_s'])
+        retest = bool(rec.get('retest_of'))
+        by_row.setdefault((rec['row'], retest), []).append(rec['cpu_s'])
+        if not retest:
+            by_budget.setdefault(json.dumps(rec['budget']), []).append(rec['cpu_s'])
     left, unknown = 0.0, 0
     for r in runs:
         if r['key'] in records:
             continue
-        est = by_row.get(r['row']['name']) or by_budget.get(json.dumps(list(budget_of(r['row']))))
+        est = by_row.get((r['row']['name'], r['source'] is not None)) or (
+            None if r['source'] else by_budget.get(json.dumps(list(budget_of(r['row'])))))
         if est:
             left += float(np.mean(est))
         else:
