@@ -32,8 +32,12 @@ class LossScheduleHook(Hook):
         self.log = log
         self._losses: Optional[List[Tuple[str, object]]] = None
 
+    def find(self, model) -> List[Tuple[str, object]]:
+        """(name, loss) of every ``loss_type`` in ``model``; subclasses may rename."""
+        return modules_of_type(model, self.loss_type)
+
     def before_train(self, runner: Runner) -> None:
-        self._losses = modules_of_type(runner.model, self.loss_type)
+        self._losses = self.find(runner.model)
         if not self._losses:
             raise ValueError(f'{type(self).__name__}: the model has no '
                              f'{self.loss_type.__name__}; remove the hook from the config '

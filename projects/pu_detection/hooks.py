@@ -37,9 +37,8 @@ class PULossHook(LossScheduleHook):
 
     loss_type = PULoss
 
-    def before_train(self, runner: Runner) -> None:
-        super().before_train(runner)
-        self._losses = pu_losses(runner.model)
+    def find(self, model) -> List[Tuple[str, PULoss]]:
+        return pu_losses(model)
 
     def push(self, runner: Runner, losses) -> None:
         for _, loss in losses:
