@@ -55,6 +55,8 @@ def test_classification_forms():
     assert qupath_colour({'name': 'Tumor', 'colorRGB': -3670016}) == (200, 0, 0)
     assert qupath_colour({'name': 'Tumor', 'color': [1, 2, 3]}) == (1, 2, 3)
     assert qupath_colour({'name': 'Tumor'}) is None
+    # QuPath writes [r, g, b, a] when the class colour is translucent (GsonTools)
+    assert qupath_colour({'name': 'Tumor', 'color': [10, 20, 30, 128]}) == (10, 20, 30)
 
 
 def test_derived_classes_legacy_types_and_unclassified(tmp_path):
@@ -65,12 +67,21 @@ def test_derived_classes_legacy_types_and_unclassified(tmp_path):
                                                  color=[1, 2, 3]))),
         dict(type='Feature', id='PathDetectionObject',
              geometry=dict(type='Point', coordinates=[3, 4]), properties={}),
+        # QuPath also reads a bare string, and 0.2 / 0.3 wrote a derived class as the leaf
+        # name with its parentClass
+        dict(type='Feature', geometry=dict(type='Point', coordinates=[5, 6]),
+             properties=dict(objectType='cell', classification='Stroma: Negative')),
+        dict(type='Feature', geometry=dict(type='Point', coordinates=[7, 8]),
+             properties=dict(object_type='detection', classification=dict(
+                 name='Positive', colorRGB=-65536,
+                 parentClass=dict(name='Tumor', colorRGB=-3670016)))),
     ]
     path = tmp_path / 'a.json'
     path.write_text(json.dumps(feats))
     objs, _ = read_geojson(str(path))
-    assert [(o.object_type, o.class_name) for o in objs] == [('detection', 'Tumor: Positive'),
-                                                             ('detection', None)]
+    assert [(o.object_type, o.class_name) for o in objs] == [
+        ('detection', 'Tumor: Positive'), ('detection', None), ('cell', 'Stroma: Negative'),
+        ('detection', 'Tumor: Positive')]
 
 
 def test_our_export_follows_qupath_conventions_and_round_trips(tmp_path):

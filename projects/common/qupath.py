@@ -152,7 +152,10 @@ def _class_name(classification) -> Optional[str]:
     if isinstance(classification.get('names'), list) and classification['names']:
         return ': '.join(str(n) for n in classification['names'])
     name = classification.get('name')
-    return str(name) if name not in (None, '') else None
+    if name in (None, ''):
+        return None
+    parent = _class_name(classification.get('parentClass'))  # 0.2 / 0.3 derived classes
+    return f'{parent}: {name}' if parent else str(name)
 
 
 def _object_type(feature: dict, props: dict) -> str:
