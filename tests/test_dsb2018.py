@@ -76,6 +76,15 @@ def _fixture(root):
     return a1, b2, c3
 
 
+def _fixture_with_test(root):
+    """_fixture plus d4 (RGB, one 3x4 nucleus): 3 labelled images, enough for train, val and
+    test with the default fractions."""
+    images = _fixture(root)
+    _write_sample(root, 'd4', _rgba(4)[..., :3].copy(),
+                  {'n1': _mask(slice(2, 5), slice(6, 10))})   # rows 2-4, cols 6-9
+    return images
+
+
 def _convert(root, out, **kw):
     with pytest.warns(UserWarning, match=re.escape('z_empty.png') + '.*empty mask'):
         return dsb.convert(str(root), str(out), progress=False, **kw)
@@ -86,8 +95,10 @@ def _coco(out, split):
 
 
 def _anns_of(out, image_id):
-    """(split, annotations) of an image, looked up in train.json and val.json."""
-    for split in ('train', 'val'):
+    """(split, annotations) of an image, looked up in train.json, val.json and test.json."""
+    for split in ('train', 'val', 'test'):
+        if not (out / 'annotations' / f'{split}.json').exists():
+            continue
         coco = _coco(out, split)
         for img in coco['images']:
             if img['file_name'] == image_id + '.png':
@@ -100,10 +111,12 @@ def test_convert_fixture(tmp_path):
     out = tmp_path / 'out'
     res = _convert(tmp_path / 'raw', out)
     # 2 labelled images, val fraction 0.1: round(0.2) = 0, raised to 1 -> one image each;
-    # which one is the first index of default_rng(0).permutation(2) over ['a1', 'b2']
+    # which one is the first index of default_rng(0).permutation(2) over ['a1', 'b2'].
+    # test fraction 0.1 would be raised to 1 too, but train keeps one: no test split
     val_id = ['a1', 'b2'][np.random.default_rng(0).permutation(2)[0]]
     train_id = 'b2' if val_id == 'a1' else 'a1'
     assert res['splits'] == dict(train=[train_id], val=[val_id], unlabeled=['c3'])
+    assert not (out / 'annotations' / 'test.json').exists()
     st = res['stats']
     # b2: x_first and y_second share rows 8-9, cols 8-9 = 4 px; one empty mask
     b2_split = 'val' if val_id == 'b2' else 'train'
@@ -174,21 +187,29 @@ def test_convert_options(tmp_path, capsys):
     _, anns = _anns_of(tmp_path / 'o1', 'a1')
     assert anns[0]['bbox'] == [0, -2, 8, 8] and anns[0]['area'] == 64
     assert anns[0]['point'] == [4.0, 2.0]
-    # --val-fraction 0: everything labelled is train, no val.json
-    res = _convert(tmp_path / 'raw', tmp_path / 'o2', val_fraction=0.0)
+    # --val-fraction 0 --test-fraction 0: everything labelled is train, no val / test.json
+    res = _convert(tmp_path / 'raw', tmp_path / 'o2', val_fraction=0.0, test_fraction=0.0)
     assert res['splits'] == dict(train=['a1', 'b2'], unlabeled=['c3'])
-    assert not (tmp_path / 'o2' / 'annotations' / 'val.json').exists()
+    assert sorted(os.listdir(tmp_path / 'o2' / 'annotations')) == ['train.json',
+                                                                    'unlabeled.json']
     # --unlabeled: every image unlabeled, the 3 + 4 mask files ignored (and counted)
     res = dsb.convert(str(tmp_path / 'raw'), str(tmp_path / 'o3'), unlabeled=True,
                       progress=False)
     assert res['splits'] == dict(unlabeled=['a1', 'b2', 'c3'])
     assert res['ignored']['masks_unlabeled'] == 7
     assert sorted(os.listdir(tmp_path / 'o3' / 'annotations')) == ['unlabeled.json']
-    # the CLI prints a summary per split
+    # the CLI prints a summary per split; --val-fraction 0 --test-fraction 0.5 over 2
+    # images: round(1.0) = 1 test image, the first of default_rng(3).permutation(2) =
+    # [1, 0] -> b2 (3 nuclei), a1 trains
     with pytest.warns(UserWarning, match='z_empty'):
         assert dsb.main(['--root', str(tmp_path / 'raw'), '--out', str(tmp_path / 'o4'),
-                         '--val-fraction', '0.5', '--seed', '3']) == 0
+                         '--val-fraction', '0', '--test-fraction', '0.5',
+                         '--seed', '3']) == 0
     printed = capsys.readouterr().out
+    assert '[dsb2018] test: 1 images, 3 nuclei;' in printed
+    assert '[dsb2018] train: 1 images, 3 nuclei;' in printed
+    assert '[dsb2018] val:' not in printed
+    assert sorted(os.listdir(tmp_path / 'o4' / 'img_dir' / 'test')) == ['b2.png']
     assert 'unlabeled: 1 images (no annotation files)' in printed
     assert '4 pixels covered by >= 2 masks in 1 images' in printed
     assert '1 empty masks' in printed
@@ -196,18 +217,79 @@ def test_convert_options(tmp_path, capsys):
 
 def test_split_ids_is_seeded_and_nested_in_the_permutation():
     ids = [f'id{i:02d}' for i in range(20)]
-    s0 = dsb.split_ids(ids[::-1], val_fraction=0.25, seed=0)  # input order does not matter
-    assert s0 == dsb.split_ids(ids, val_fraction=0.25, seed=0)
+    s0 = dsb.split_ids(ids[::-1], val_fraction=0.25, seed=0, test_fraction=0.0)
+    assert s0 == dsb.split_ids(ids, val_fraction=0.25, seed=0, test_fraction=0.0)
     # 0.25 * 20 = 5 val ids: the first 5 of default_rng(0).permutation(20) over sorted ids
     perm = np.random.default_rng(0).permutation(20)
-    assert s0['val'] == sorted(ids[i] for i in perm[:5])
+    assert s0['val'] == sorted(ids[i] for i in perm[:5]) and s0['test'] == []
     assert sorted(s0['train'] + s0['val']) == ids and len(s0['train']) == 15
-    assert dsb.split_ids(ids, 0.25, seed=1)['val'] != s0['val']
-    # a val fraction of 0.1 with 67 of 670 images, like DSB2018 stage1_train
-    assert len(dsb.split_ids([str(i) for i in range(670)], 0.1, 0)['val']) == 67
-    assert dsb.split_ids(['a'], 0.5, 0) == dict(train=['a'], val=[])
+    assert dsb.split_ids(ids, 0.25, seed=1, test_fraction=0.0)['val'] != s0['val']
+    # val and test fractions of 0.1 with 67 + 67 of 670 images, like DSB2018 stage1_train
+    s670 = dsb.split_ids([str(i) for i in range(670)], 0.1, 0)
+    assert [len(s670[k]) for k in ('train', 'val', 'test')] == [536, 67, 67]
+    assert dsb.split_ids(['a'], 0.5, 0) == dict(train=['a'], val=[], test=[])
     with pytest.raises(ValueError, match='--val-fraction'):
         dsb.split_ids(ids, 1.0, 0)
+
+
+def test_split_ids_three_way_sizes_and_ids():
+    ids = [f'id{i:02d}' for i in range(10)]
+    # n = 10, val 0.2 -> round(2.0) = 2; test 0.25 -> 2.5 rounds half up to 3 (Python's
+    # round(2.5) would give 2); train 10 - 2 - 3 = 5.
+    # default_rng(0).permutation(10) = [4, 6, 2, 7, 3, 5, 9, 0, 8, 1]: val = ids 4, 6,
+    # test = the next three, ids 2, 7, 3; train = 0, 1, 5, 8, 9
+    s0 = dsb.split_ids(ids, val_fraction=0.2, seed=0, test_fraction=0.25)
+    assert s0 == dict(val=['id04', 'id06'], test=['id02', 'id03', 'id07'],
+                      train=['id00', 'id01', 'id05', 'id08', 'id09'])
+    # disjoint and covering: every id in exactly one split
+    assert sorted(s0['train'] + s0['val'] + s0['test']) == ids
+    # reproducible: same seed (any input order) -> same split; seed 1 permutes
+    # [8, 4, 7, 0, 1, 2, 5, 9, 6, 3]: val = ids 8, 4; test = 7, 0, 1
+    assert dsb.split_ids(ids[::-1], 0.2, 0, 0.25) == s0
+    assert dsb.split_ids(ids, 0.2, 1, 0.25) == dict(
+        val=['id04', 'id08'], test=['id00', 'id01', 'id07'],
+        train=['id02', 'id03', 'id05', 'id06', 'id09'])
+    # val does not depend on the test fraction (test takes the ids after val's)
+    assert dsb.split_ids(ids, 0.2, 0, 0.0) == dict(
+        val=['id04', 'id06'], test=[], train=sorted(set(ids) - {'id04', 'id06'}))
+    # n = 3 with 0.1 / 0.1: round(0.3) = 0 each, raised to 1; permutation(3) = [2, 0, 1]
+    # over ['a', 'b', 'c'] -> val c, test a, train b
+    assert dsb.split_ids(['c', 'a', 'b'], 0.1, 0, 0.1) == dict(train=['b'], val=['c'],
+                                                               test=['a'])
+    # n = 2: train keeps one, val gets the other, nothing is left for test
+    assert dsb.split_ids(['a', 'b'], 0.1, 0, 0.1) == dict(train=['b'], val=['a'], test=[])
+    # train keeps one: n = 10 with 0.45 / 0.45 -> val round(4.5) = 5, test 5 capped to 4
+    s = dsb.split_ids(ids, 0.45, 0, 0.45)
+    assert [len(s[k]) for k in ('train', 'val', 'test')] == [1, 5, 4]
+    with pytest.raises(ValueError, match='--test-fraction must be in'):
+        dsb.split_ids(ids, 0.1, 0, 1.0)
+    with pytest.raises(ValueError, match=r'--val-fraction 0.5 \+ --test-fraction 0.5'):
+        dsb.split_ids(ids, 0.5, 0, 0.5)
+
+
+def test_convert_writes_the_test_split_in_both_layouts(tmp_path):
+    _fixture_with_test(str(tmp_path / 'raw'))
+    out = tmp_path / 'out'
+    res = _convert(tmp_path / 'raw', out)
+    # 3 labelled images ['a1', 'b2', 'd4'], permutation(3) = [2, 0, 1]: val d4, test a1
+    assert res['splits'] == dict(train=['b2'], val=['d4'], test=['a1'], unlabeled=['c3'])
+    # a1 (3 nuclei, no overlap) is written to the test split of both layouts, nowhere else
+    assert res['stats']['test'] == dict(images=1, nuclei=3, overlap_px=0,
+                                        images_with_overlap=0, empty_masks=0,
+                                        covered_masks=0)
+    coco = _coco(out, 'test')
+    assert [i['file_name'] for i in coco['images']] == ['a1.png']
+    assert [a['bbox'] for a in coco['annotations']] == [[3, 1, 2, 2], [20, 10, 8, 5],
+                                                       [5, 20, 3, 3]]
+    for folder, ext in (('img_dir', 'png'), ('ann_dir', 'png'), ('inst_dir', 'png'),
+                        ('points', 'csv')):
+        assert sorted(os.listdir(out / folder / 'test')) == [f'a1.{ext}']
+        assert sorted(os.listdir(out / folder / 'train')) == [f'b2.{ext}']
+        assert sorted(os.listdir(out / folder / 'val')) == [f'd4.{ext}']
+    # d4: 3x4 nucleus rows 2-4, cols 6-9 -> 12 pixels labelled 1 in val
+    assert read_image(str(out / 'ann_dir' / 'val' / 'd4.png'), channels=1).sum() == 12
+    assert np.unique(read_instance_map(str(out / 'inst_dir' / 'test' / 'a1.png'))).tolist() \
+        == [0, 1, 2, 3]
 
 
 def test_merge_masks_later_mask_wins_and_reports_covered(tmp_path):
@@ -313,16 +395,19 @@ def test_real_sample_round_trip(real_sample, tmp_path):
         assert ann['area'] == int((gt == g).sum())
 
 
-def test_dsb2018_configs_read_the_converted_val_split(tmp_path):
-    """The dataset configs point train at train and both val and test at the val split."""
+def test_dsb2018_configs_read_the_converted_splits(tmp_path):
+    """The dataset configs point train, val and test at the converter's train, val and test
+    splits (model selection on val never sees the test images)."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     import projects  # noqa: F401
-    _fixture(str(tmp_path / 'raw'))
+    _fixture_with_test(str(tmp_path / 'raw'))
     out = tmp_path / 'out'
     res = _convert(tmp_path / 'raw', out)
-    val_id = res['splits']['val'][0]
+    # permutation(3) = [2, 0, 1] over ['a1', 'b2', 'd4'] (see the test above)
+    assert res['splits'] == dict(train=['b2'], val=['d4'], test=['a1'], unlabeled=['c3'])
+    want_of = dict(train_dataloader=['b2'], val_dataloader=['d4'], test_dataloader=['a1'])
     for name, scope in (('unet-s5-d16_fcn_2k_dsb2018-256x256.py', 'mmseg'),
                         ('faster-rcnn_r50_fpn_2k_dsb2018.py', 'mmdet')):
         cfg = Config.fromfile(osp.join(REPO, 'configs', 'baselines', name))
@@ -339,10 +424,8 @@ def test_dsb2018_configs_read_the_converted_val_split(tmp_path):
                 ds_cfg.data_root = str(out) + '/'
                 ds = DATASETS.build(ds_cfg)
                 ds.full_init()
-                want = res['splits']['train' if loader == 'train_dataloader' else 'val']
                 got = [osp.splitext(osp.basename(ds.get_data_info(i)['img_path']))[0]
                        for i in range(len(ds))]
-                assert got == want, (name, loader)
+                assert got == want_of[loader], (name, loader)
                 if scope == 'mmdet':
                     assert tuple(ds.metainfo['classes']) == ('nucleus', )
-        assert val_id in want

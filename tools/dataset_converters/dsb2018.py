@@ -4,7 +4,7 @@ Example::
 
     python tools/dataset_converters/dsb2018.py --root stage1_train --out data/dsb2018
     python tools/dataset_converters/dsb2018.py --root stage1_train --out data/dsb2018 \\
-        --val-fraction 0.1 --seed 0 --box-size 32
+        --val-fraction 0.1 --test-fraction 0.1 --seed 0 --box-size 32
     python tools/dataset_converters/dsb2018.py --root stage1_test --out data/dsb2018 --unlabeled
 
 Input (the public Kaggle ``stage1_train`` / ``stage1_test`` layout)::
@@ -15,20 +15,27 @@ Input (the public Kaggle ``stage1_train`` / ``stage1_test`` layout)::
 Output (docs/data_layout.md)::
 
     images/<image_id>.png                     RGB uint8 (every split)
-    annotations/{train,val}.json              COCO, one category 1 'nucleus' (label 0)
-    img_dir/{train,val}/<image_id>.png        RGB uint8
-    ann_dir/{train,val}/<image_id>.png        semantic uint8: 0 background, 1 nucleus
-    inst_dir/{train,val}/<image_id>.png       uint16 instance map (id k = k-th mask file)
-    points/{train,val}/<image_id>.csv         x,y,label (centroids, label 0)
+    annotations/{train,val,test}.json         COCO, one category 1 'nucleus' (label 0)
+    img_dir/{train,val,test}/<image_id>.png   RGB uint8
+    ann_dir/{train,val,test}/<image_id>.png   semantic uint8: 0 background, 1 nucleus
+    inst_dir/{train,val,test}/<image_id>.png  uint16 instance map (id k = k-th mask file)
+    points/{train,val,test}/<image_id>.csv    x,y,label (centroids, label 0)
     annotations/unlabeled.json, img_dir/unlabeled/<image_id>.png   unlabeled images
 
 Choices:
 
-- **Split.** Labelled image ids are sorted, permuted with
-  ``numpy.random.default_rng(seed).permutation`` and the first
-  ``round(val_fraction * n)`` go to ``val`` (at least one when ``val_fraction > 0`` and
-  there are two or more labelled images; ``train`` always keeps one): the same ids and seed
-  give the same split on any machine. A split that gets no image writes no file.
+- **Split.** The labelled images (``stage1_train``; Kaggle's stage1 test labels are not
+  in this layout) are split three ways: ``val`` chooses checkpoints and thresholds,
+  ``test`` is only reported on, so the reported numbers are never tuned on the images
+  they are measured on. Image ids are sorted and permuted with
+  ``numpy.random.default_rng(seed).permutation``; the first ``n_val =
+  round(val_fraction * n)`` go to ``val``, the next ``n_test = round(test_fraction * n)``
+  to ``test``, the rest to ``train`` (rounding half up; with the defaults 0.1 / 0.1 the
+  670 images of stage1_train give 536 / 67 / 67). ``train`` always keeps one image; then
+  ``val`` gets at least one when ``val_fraction > 0`` and ``test`` at least one when
+  ``test_fraction > 0``, as far as images remain (two labelled images: train and val
+  only). ``val`` is the same for any ``test_fraction``: the same ids and seed give the
+  same split on any machine. A split that gets no image writes no file.
 - **Unlabeled images.** An image folder without a ``masks`` folder (all of
   ``stage1_test``), or every image with ``--unlabeled`` (its masks are then ignored and
   their count printed), goes to the split ``unlabeled``: listed in
@@ -72,7 +79,7 @@ from projects.common.io import read_image, read_rgb_uint8
 from projects.common.layout import LayoutWriter, track
 
 CLASSES = ('nucleus', )
-LABELED_SPLITS = ('train', 'val')
+LABELED_SPLITS = ('train', 'val', 'test')
 UNLABELED_SPLIT = 'unlabeled'
 
 
@@ -185,24 +192,39 @@ def find_samples(root: str, unlabeled: bool = False) -> Tuple[List[tuple], dict]
     return samples, ignored
 
 
-def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> Dict[str, list]:
-    """Seeded train / val split of image ids (see the module docstring); each split sorted."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f'--val-fraction must be in [0, 1), got {val_fraction}')
+def _split_size(fraction: float, n: int, room: int) -> int:
+    """round(fraction * n) (half up), at least 1 when fraction > 0, at most ``room``."""
+    k = int(np.floor(fraction * n + 0.5))
+    if fraction > 0:
+        k = max(k, 1)
+    return min(k, max(room, 0))
+
+
+def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0,
+              test_fraction: float = 0.1) -> Dict[str, list]:
+    """Seeded train / val / test split of image ids (see the module docstring): val is the
+    first ``round(val_fraction * n)`` of the permutation, test the next
+    ``round(test_fraction * n)``; each split sorted."""
+    for name, f in (('--val-fraction', val_fraction), ('--test-fraction', test_fraction)):
+        if not 0 <= f < 1:
+            raise ValueError(f'{name} must be in [0, 1), got {f}')
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f'--val-fraction {val_fraction} + --test-fraction {test_fraction} '
+                         f'must be below 1 (train needs images)')
     ids = sorted(ids)
     n = len(ids)
-    n_val = int(np.floor(val_fraction * n + 0.5))
-    if val_fraction > 0 and n >= 2:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, max(n - 1, 0))  # train keeps at least one image
+    n_val = _split_size(val_fraction, n, n - 1)  # train keeps at least one image
+    n_test = _split_size(test_fraction, n, n - 1 - n_val)
     perm = np.random.default_rng(seed).permutation(n)
     val = {ids[i] for i in perm[:n_val]}
-    return dict(train=[i for i in ids if i not in val], val=[i for i in ids if i in val])
+    test = {ids[i] for i in perm[n_val:n_val + n_test]}
+    return dict(train=[i for i in ids if i not in val and i not in test],
+                val=[i for i in ids if i in val], test=[i for i in ids if i in test])
 
 
 def convert(root: str, out: str, val_fraction: float = 0.1, seed: int = 0,
             box_size: Optional[float] = None, unlabeled: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, test_fraction: float = 0.1) -> dict:
     """Convert every image folder under ``root`` into ``out``.
 
     Returns ``splits`` (split -> list of image ids), ``stats`` (split -> counts: images,
@@ -213,7 +235,8 @@ def convert(root: str, out: str, val_fraction: float = 0.1, seed: int = 0,
                           source='2018 Data Science Bowl (Kaggle), stage1 layout',
                           box_size=box_size)
     samples, ignored = find_samples(root, unlabeled)
-    splits = split_ids([s[0] for s in samples if s[2] is not None], val_fraction, seed)
+    splits = split_ids([s[0] for s in samples if s[2] is not None], val_fraction, seed,
+                       test_fraction)
     splits[UNLABELED_SPLIT] = [s[0] for s in samples if s[2] is None]
     split_of = {i: s for s, ids in splits.items() for i in ids}
     splits = {s: ids for s, ids in splits.items() if ids}
@@ -241,16 +264,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Convert the 2018 Data Science Bowl nuclei data (Kaggle stage1 layout '
         '<root>/<id>/images/<id>.png + <root>/<id>/masks/*.png) to the COCO detection '
         'layout and the mmseg segmentation layout (docs/data_layout.md). Labelled images '
-        'are split train/val by a seeded permutation of the ids; images without a masks '
+        'are split train/val/test by a seeded permutation of the ids (val for model '
+        'selection, test for reporting only); images without a masks '
         'folder go to the split "unlabeled" (no annotation files). Overlapping masks: the '
         'later mask in file-name order wins (overlap reported).')
     parser.add_argument('--root', required=True,
                         help='folder holding one sub-folder per image (e.g. stage1_train)')
     parser.add_argument('--out', required=True, help='output dataset root')
     parser.add_argument('--val-fraction', type=float, default=0.1,
-                        help='fraction of the labelled images put in val (default 0.1)')
+                        help='fraction of the labelled images put in val (model '
+                        'selection; default 0.1)')
+    parser.add_argument('--test-fraction', type=float, default=0.1,
+                        help='fraction of the labelled images put in test (reported on, '
+                        'never used for selection; default 0.1; 0 writes no test split)')
     parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the train/val permutation (default 0)')
+                        help='seed of the train/val/test permutation (default 0)')
     parser.add_argument('--box-size', type=float, default=None, metavar='N',
                         help='N x N boxes centred on the centroid instead of tight boxes')
     parser.add_argument('--unlabeled', action='store_true',
@@ -263,7 +291,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     print(f'[dsb2018] converting {args.root} -> {args.out}')
     res = convert(args.root, args.out, args.val_fraction, args.seed, args.box_size,
-                  args.unlabeled)
+                  args.unlabeled, test_fraction=args.test_fraction)
     for split, st in res['stats'].items():
         if split == UNLABELED_SPLIT:
             print(f'[dsb2018] {split}: {st["images"]} images (no annotation files)')

@@ -9,13 +9,9 @@
 # (data_preprocessor test_cfg size_divisor=16) and the padding is cropped off again.
 _base_ = './synthetic_seg.py'
 data_root = 'data/dsb2018/'
+# Splits as in dsb2018_det.py: the converter splits stage1_train into train / val / test
+# (plus 'unlabeled', which has no annotation files); best checkpoints are chosen on val and
+# test is only reported on. The base loaders read img_dir/{train,val,test} etc.
 train_dataloader = dict(dataset=dict(data_root=data_root))
-# The converter writes train / val only (plus an 'unlabeled' split, which has no
-# annotation files): the val split serves as test (data_prefix is spelt out because the
-# base test_dataloader points at the 'test' folders).
-val_dataloader = dict(
-    dataset=dict(
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val',
-                         inst_path='inst_dir/val', points_path='points/val')))
-test_dataloader = val_dataloader
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = dict(dataset=dict(data_root=data_root))
