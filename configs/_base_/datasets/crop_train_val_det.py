@@ -1,8 +1,8 @@
 # Detection sets with images larger than 256 px (mnfinder, DSB2018): training on random
 # 256x256 crops (a smaller image is kept whole by mmdet's RandomCrop), validation and test
-# on whole images. The test loader reads the val split here, for sets with train / val only
-# (DSB2018); a set with a test split points it there (mnfinder_det.py). Children set
-# data_root.
+# on whole images. The test loader reads the val split here; every child with a test split
+# points it there (mnfinder_det.py, dsb2018_det.py), so that no reported number comes from
+# the images used for model selection. Children set data_root.
 _base_ = './synthetic_det.py'
 train_pipeline = [
     dict(type='StrictLoadImageFromFile'),
