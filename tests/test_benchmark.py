@@ -306,3 +306,23 @@ def test_retest_may_change_only_the_test_set(tmp_path):
     with pytest.raises(benchmark.SpecError, match=r"groups\[1\] \(e\): retest_of 'd', but "
                        r"its options change more than the test set \(\['optim_wrapper'\]\)"):
         check("{'optim_wrapper.optimizer.lr': 0.5}")
+
+
+def test_run_selection_by_row_fraction_data_set_and_seed(tmp_path):
+    zoo = 'configs/benchmarks/zoo/faster-rcnn_r18-c32_fpn_500i_synthetic-sparse30.py'
+    body = (f"task='det'\nseeds=[0, 1, 2]\ngroups=[dict(dataset='d', fractions=[0.3, 1.0], "
+            f"rows=[dict(name='a', role='peer', config='{zoo}', iters=4), dict(name='b', "
+            f"config='{zoo}', iters=4, baseline='a', fractions=[1.0])]), dict(dataset='e', "
+            f"retest_of='d', rows=[dict(name='a', role='peer', config='{zoo}', iters=4)])]")
+    spec = benchmark.load_spec(_spec(tmp_path, body))
+
+    def keys(**kw):
+        return [r['key'] for r in benchmark.expected_runs(spec, **kw)]
+
+    assert keys(only=['b', 'a'], fractions=[1.0], datasets=['d'], seeds=[2, 0]) == [
+        'd/frac100/b/seed2', 'd/frac100/b/seed0', 'd/frac100/a/seed2', 'd/frac100/a/seed0']
+    # retests come after every training; a seed no row has selects nothing
+    assert keys(only=['a'], fractions=[1.0], seeds=[1, 5]) == ['d/frac100/a/seed1',
+                                                               'e/frac100/a/seed1']
+    with pytest.raises(benchmark.SpecError, match=r'--seeds \[7\]: no row has these seeds'):
+        benchmark.main([_spec(tmp_path, body), '--report', '--seeds', '7'])

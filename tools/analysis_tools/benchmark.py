@@ -2,6 +2,7 @@
 
     python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py \\
         [--work-dir work_dirs/benchmarks] [--jobs 2] [--resume] [--only NAME ...]
+        [--datasets NAME ...] [--fractions F ...] [--seeds S ...]
     python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py --report
 
 A SPEC (an mmengine config under ``configs/benchmarks/``) lists runs in ``groups``: each
@@ -379,10 +380,11 @@ def prepare_config(spec: dict, group: dict, row: dict, fraction: float, seed: in
 
 def expected_runs(spec: dict, only: Optional[Sequence[str]] = None,
                   fractions: Optional[Sequence[float]] = None,
-                  datasets: Optional[Sequence[str]] = None) -> List[dict]:
+                  datasets: Optional[Sequence[str]] = None,
+                  seeds: Optional[Sequence[int]] = None) -> List[dict]:
     """Every (group, row, fraction, seed) that trains (same_as rows train nothing), in
-    the order of ``only`` when given (then spec order), restricted to ``fractions`` and
-    ``datasets``."""
+    the order of ``only`` when given (then spec order), restricted to ``fractions``,
+    ``datasets`` and ``seeds`` (then in the order of ``seeds`` within a row)."""
     runs = []
     for group in spec['groups']:
         if datasets and group['dataset'] not in datasets:
@@ -398,7 +400,9 @@ def expected_runs(spec: dict, only: Optional[Sequence[str]] = None,
             for f in row['fractions']:
                 if fractions and not any(abs(f - x) < 1e-9 for x in fractions):
                     continue
-                for s in row['seeds']:
+                row_seeds = row['seeds'] if seeds is None else \
+                    [s for s in seeds if s in row['seeds']]
+                for s in row_seeds:
                     src = (run_key(group['retest_of'], f, row['name'], s)
                            if group['retest_of'] else None)
                     runs.append(dict(group=group, row=row, fraction=f, seed=s, source=src,
@@ -730,11 +734,12 @@ def _completed(pool: ThreadPoolExecutor, fn, items: list):
 def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
                   only: Optional[Sequence[str]], threads: int = 1,
                   fractions: Optional[Sequence[float]] = None,
-                  datasets: Optional[Sequence[str]] = None) -> dict:
+                  datasets: Optional[Sequence[str]] = None,
+                  seeds: Optional[Sequence[int]] = None) -> dict:
     out = osp.join(results_dir(spec), 'runs.jsonl')
     done = read_runs(out)
     todo, skipped = [], 0
-    for run in expected_runs(spec, only, fractions, datasets):
+    for run in expected_runs(spec, only, fractions, datasets, seeds):
         cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
         if run['source']:
             _check_same_training(spec, run, cfg)
@@ -1238,7 +1243,7 @@ def write_index(repo: str = REPO) -> str:
              "spec's `status.json`); do not edit. Each spec's README holds its tables; "
              '`configs/benchmarks/SPEC.py` says what runs. Grids resume with '
              '`python tools/analysis_tools/benchmark.py configs/benchmarks/SPEC.py --jobs 2 '
-             '--resume` (`--only ROW...`, `--datasets`, `--fractions` pick a part).', '',
+             '--resume` (`--only ROW...`, `--datasets`, `--fractions`, `--seeds` pick a part).', '',
              'CPU hours are core-hours on this project\'s CPU machine (one thread per run); '
              'the hours left are estimated from the finished runs of the same row or budget.',
              ''] + _md_table(['spec', 'question', 'runs done', 'converged', 'CPU h spent',
@@ -1307,6 +1312,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='only the runs at these label fractions')
     p.add_argument('--datasets', nargs='+', metavar='NAME',
                    help='only the runs on these data sets (the groups\' `dataset`)')
+    p.add_argument('--seeds', nargs='+', type=int, metavar='S',
+                   help='only these seeds of each row, in this order (e.g. to split a grid '
+                   'between machines)')
     p.add_argument('--results-dir', help='where runs.jsonl, README.md and results.png live '
                    '(default: docs/benchmarks/<spec name>)')
     return p.parse_args(argv)
@@ -1329,6 +1337,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if unknown:
             raise SpecError(f'{args.spec}: --datasets {unknown}: no such data set '
                             f'(data sets: {sorted(known)})')
+    if args.seeds:
+        known = {s for g in spec['groups'] for r in g['rows'] for s in r['seeds']}
+        unknown = sorted(set(args.seeds) - known)
+        if unknown:
+            raise SpecError(f'{args.spec}: --seeds {unknown}: no row has these seeds '
+                            f'(seeds: {sorted(known)})')
     if args.report:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)
@@ -1337,7 +1351,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise ValueError('--jobs and --threads must be >= 1')
     ensure_data(spec)
     result = run_benchmark(spec, args.work_dir, args.jobs, args.resume, args.only,
-                           args.threads, args.fractions, args.datasets)
+                           args.threads, args.fractions, args.datasets, args.seeds)
     md, png = report(spec)
     print(f'[benchmark] wrote {md} and {png}', flush=True)
     return result
