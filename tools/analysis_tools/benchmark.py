@@ -1087,6 +1087,9 @@ def model_summaries(spec: dict, tables: List[dict]) -> List[dict]:
             out.append(dict(
                 config=row['config'], task=spec['task'], spec=spec['name'],
                 dataset=f'{t["group"]["dataset"]}-labels{frac_tag(t["fraction"])}',
+                # a retest group tests the checkpoints trained on its source group
+                train_dataset=f'{t["group"]["retest_of"] or t["group"]["dataset"]}'
+                              f'-labels{frac_tag(t["fraction"])}',
                 budget=recs[0]['budget'], seeds=len(recs),
                 metrics={m: round(float(np.mean([x['metrics'][m] for x in recs])), 4)
                          for m in spec['metrics']}))
@@ -1115,7 +1118,7 @@ def write_model_index(repo: str = REPO) -> List[str]:
                       ('Iterations' if m['budget'][0] == 'iters' else 'Epochs'):
                           m['budget'][1]},
             Results=[], Weights=''))
-        entry['Metadata']['Training Data'].append(m['dataset'])
+        entry['Metadata']['Training Data'].append(m.get('train_dataset', m['dataset']))
         entry['Results'].append(dict(Task=TASK_NAMES[m['task']], Dataset=m['dataset'],
                                      Metrics=dict(m['metrics'])))
     written = []
