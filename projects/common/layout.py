@@ -46,6 +46,13 @@ def check_box_size(box_size) -> Optional[float]:
     return float(box_size)
 
 
+def split_count(fraction: float, n: int) -> int:
+    """Images a split of ``fraction`` gets out of ``n``: round half up, at least one when
+    ``fraction > 0`` (the converters' seeded splits)."""
+    k = int(np.floor(fraction * n + 0.5))
+    return max(k, 1) if fraction > 0 else 0
+
+
 def track(items: Iterable, enabled: bool = True) -> Iterable:
     """``items`` wrapped in mmengine's progress bar when ``enabled`` and not empty (the bar
     advances after each item is processed and ends with a newline)."""

@@ -1328,24 +1328,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
     spec = load_spec(args.spec, args.only)
     if args.results_dir:
         spec['results_dir'] = osp.abspath(args.results_dir)
-    if args.only:
-        known = {r['name'] for g in spec['groups'] for r in g['rows']}
-        unknown = sorted(set(args.only) - known)
+    for flag, given, known, problem, what in (
+            ('--only', args.only, {r['name'] for g in spec['groups'] for r in g['rows']},
+             'no such row', 'rows'),
+            ('--datasets', args.datasets, {g['dataset'] for g in spec['groups']},
+             'no such data set', 'data sets'),
+            ('--seeds', args.seeds, {s for g in spec['groups'] for r in g['rows']
+                                     for s in r['seeds']}, 'no row has these seeds', 'seeds')):
+        unknown = sorted(set(given or ()) - known)
         if unknown:
-            raise SpecError(f'{args.spec}: --only {unknown}: no such row (rows: '
+            raise SpecError(f'{args.spec}: {flag} {unknown}: {problem} ({what}: '
                             f'{sorted(known)})')
-    if args.datasets:
-        known = {g['dataset'] for g in spec['groups']}
-        unknown = sorted(set(args.datasets) - known)
-        if unknown:
-            raise SpecError(f'{args.spec}: --datasets {unknown}: no such data set '
-                            f'(data sets: {sorted(known)})')
-    if args.seeds:
-        known = {s for g in spec['groups'] for r in g['rows'] for s in r['seeds']}
-        unknown = sorted(set(args.seeds) - known)
-        if unknown:
-            raise SpecError(f'{args.spec}: --seeds {unknown}: no row has these seeds '
-                            f'(seeds: {sorted(known)})')
     if args.report:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)

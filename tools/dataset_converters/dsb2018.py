@@ -76,7 +76,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from projects.common.io import read_image, read_rgb_uint8
-from projects.common.layout import LayoutWriter, track
+from projects.common.layout import LayoutWriter, split_count, track
 
 CLASSES = ('nucleus', )
 LABELED_SPLITS = ('train', 'val', 'test')
@@ -192,14 +192,6 @@ def find_samples(root: str, unlabeled: bool = False) -> Tuple[List[tuple], dict]
     return samples, ignored
 
 
-def _split_size(fraction: float, n: int, room: int) -> int:
-    """round(fraction * n) (half up), at least 1 when fraction > 0, at most ``room``."""
-    k = int(np.floor(fraction * n + 0.5))
-    if fraction > 0:
-        k = max(k, 1)
-    return min(k, max(room, 0))
-
-
 def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0,
               test_fraction: float = 0.1) -> Dict[str, list]:
     """Seeded train / val / test split of image ids (see the module docstring): val is the
@@ -213,8 +205,8 @@ def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0,
                          f'must be below 1 (train needs images)')
     ids = sorted(ids)
     n = len(ids)
-    n_val = _split_size(val_fraction, n, n - 1)  # train keeps at least one image
-    n_test = _split_size(test_fraction, n, n - 1 - n_val)
+    n_val = min(split_count(val_fraction, n), max(n - 1, 0))  # train keeps one image
+    n_test = min(split_count(test_fraction, n), max(n - 1 - n_val, 0))
     perm = np.random.default_rng(seed).permutation(n)
     val = {ids[i] for i in perm[:n_val]}
     test = {ids[i] for i in perm[n_val:n_val + n_test]}

@@ -51,6 +51,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from projects.common.io import read_image, read_rgb_uint8, write_image, write_json
+from projects.common.layout import split_count
 from projects.negative_pseudo_labels.bags import (NoPatchError, patch_grid, prepare_out_dir,
                                                   read_ratio_csv, tissue_grid, tissue_mask,
                                                   write_bag_json)
@@ -143,11 +144,6 @@ def read_name_list(path: str, labelled: Dict[str, str], weak: Dict[str, str]) ->
     return names
 
 
-def _count(fraction: float, n: int) -> int:
-    k = int(np.floor(fraction * n + 0.5))
-    return max(k, 1) if fraction > 0 else 0
-
-
 def split_labelled(names: Sequence[str], val_fraction: float, test_fraction: float,
                    seed: int) -> Dict[str, List[str]]:
     """Seeded split of the labelled stems (see the module docstring); each list sorted."""
@@ -156,7 +152,7 @@ def split_labelled(names: Sequence[str], val_fraction: float, test_fraction: flo
             raise ValueError(f'{what} must lie in [0, 1), got {f}')
     names = sorted(names)
     n = len(names)
-    n_test, n_val = _count(test_fraction, n), _count(val_fraction, n)
+    n_test, n_val = split_count(test_fraction, n), split_count(val_fraction, n)
     if n_test + n_val >= n:
         raise ValueError(f'{n} labelled slides cannot give {n_test} test and {n_val} val slides '
                          f'and keep one for training; lower --val-fraction / --test-fraction')
