@@ -586,6 +586,29 @@ def test_cell_detection_metric_bad_sample_raises():
         metric.process({}, [s])
 
 
+def test_coco_ap_leaves_the_process_stdout_alone(monkeypatch):
+    """The benchmark scores runs in worker threads: swapping ``sys.stdout`` for the whole
+    process (contextlib.redirect_stdout) there lost the benchmark's own lines once two
+    swaps interleaved. The stream seen inside pycocotools must be the caller's."""
+    import sys
+
+    from pycocotools.cocoeval import COCOeval
+    seen = []
+    evaluate = COCOeval.evaluate
+
+    def spy(self):
+        seen.append(sys.stdout)
+        return evaluate(self)
+
+    monkeypatch.setattr(COCOeval, 'evaluate', spy)
+    before = sys.stdout
+    metric = _build_det()
+    boxes = [[0, 0, 20, 20], [40, 40, 60, 60]]
+    metric.process({}, [_det_sample(boxes, [0, 0], boxes, [0.9, 0.8], [0, 0], 0)])
+    assert metric.compute_metrics(metric.results)['coco_AP'] == pytest.approx(1.0)
+    assert seen == [before] and sys.stdout is before
+
+
 def test_cell_detection_coco_ap_perfect_and_no_gt():
     metric = _build_det()
     boxes = [[0, 0, 20, 20], [40, 40, 60, 60], [80, 80, 100, 100]]

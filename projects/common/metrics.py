@@ -17,8 +17,6 @@ Conventions used everywhere in this module:
 * Connectivity of connected components is 8 (2-D full connectivity), as in
   ``skimage.measure.label``'s default used by the point-supervision authors' code.
 """
-import contextlib
-import io
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -778,13 +776,15 @@ class CellDetectionMetric(BaseMetric):
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset = dict(images=images, categories=cats, annotations=gts)
         coco_dt.dataset = dict(images=images, categories=cats, annotations=dts)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt.createIndex()
-            coco_dt.createIndex()
-            ev = COCOeval(coco_gt, coco_dt, iouType='bbox')
-            ev.params.maxDets = [1, 10, self.coco_max_dets]
-            ev.evaluate()
-            ev.accumulate()
+        # pycocotools prints its progress; it is not silenced with redirect_stdout, which
+        # swaps sys.stdout for the whole process and, from the benchmark's worker threads,
+        # could leave it swapped (the benchmark's own lines were lost that way)
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType='bbox')
+        ev.params.maxDets = [1, 10, self.coco_max_dets]
+        ev.evaluate()
+        ev.accumulate()
         # what COCOeval.summarize() computes for AP / AP50, at maxDets[-1] (summarize's
         # AP line is hard-wired to maxDets=100): mean precision over recall thresholds,
         # categories (and IoU thresholds for AP), area range 'all', entries > -1 only.
