@@ -326,3 +326,19 @@ def test_run_selection_by_row_fraction_data_set_and_seed(tmp_path):
                                                                'e/frac100/a/seed1']
     with pytest.raises(benchmark.SpecError, match=r'--seeds \[7\]: no row has these seeds'):
         benchmark.main([_spec(tmp_path, body), '--report', '--seeds', '7'])
+
+
+def test_headlines_run_from_the_most_labels_to_none(tmp_path):
+    """The root README's headlines follow the kinds of label (sparse boxes / masks,
+    points, proportions, nothing), then any other spec by name."""
+    for name in ('cellgan', 'zz_other', 'npl', 'aa_other', 'points', 'seg_sparse',
+                 'det_sparse'):
+        d = tmp_path / 'docs' / 'benchmarks' / name
+        d.mkdir(parents=True)
+        (d / 'headlines.json').write_text(json.dumps(dict(lines=[f'| {name} |'])))
+    (tmp_path / 'README.md').write_text('<!-- benchmark:headlines -->\n'
+                                        '<!-- /benchmark:headlines -->\n')
+    benchmark.update_readmes(dict(name='toy'), [], str(tmp_path))
+    lines = (tmp_path / 'README.md').read_text().splitlines()[3:-1]
+    assert lines == ['| det_sparse |', '| seg_sparse |', '| points |', '| npl |',
+                     '| cellgan |', '| aa_other |', '| zz_other |']

@@ -1150,6 +1150,15 @@ def _write_text(path: str, text: str) -> None:
 
 HEADLINE_HEAD = ['| kind of label | data | metric | best method (mean ± 95% CI) | best zoo '
                  'peer | method − peer [95% CI] | regenerate |', '|---|---|---|---|---|---|---|']
+# the order of the root README's headlines: from the most labels to none (sparse boxes or
+# masks, points only, class proportions, nothing); other specs follow by name
+HEADLINE_ORDER = ('det_sparse', 'seg_sparse', 'points', 'npl', 'cellgan')
+
+
+def _headline_rank(path: str) -> Tuple[int, str]:
+    name = osp.basename(osp.dirname(path))
+    return (HEADLINE_ORDER.index(name) if name in HEADLINE_ORDER else len(HEADLINE_ORDER),
+            name)
 
 
 def update_readmes(spec: dict, tables: List[dict], repo: str = REPO) -> List[str]:
@@ -1163,7 +1172,8 @@ def update_readmes(spec: dict, tables: List[dict], repo: str = REPO) -> List[str
     Returns the files changed."""
     import re
     heads = []
-    for path in sorted(glob.glob(osp.join(repo, 'docs', 'benchmarks', '*', 'headlines.json'))):
+    for path in sorted(glob.glob(osp.join(repo, 'docs', 'benchmarks', '*', 'headlines.json')),
+                       key=_headline_rank):
         with open(path) as f:
             heads += json.load(f)['lines']
     own = re.compile(r'(<!-- benchmark:' + re.escape(spec['name'])
