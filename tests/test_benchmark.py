@@ -266,7 +266,7 @@ def test_model_index_is_read_by_mim(tmp_path):
     out = tmp_path / 'docs' / 'benchmarks' / 'det_sparse'
     out.mkdir(parents=True)
     cfg = 'configs/pu_detection/faster-rcnn_r18-c32_fpn_pu_500i_synthetic-sparse30.py'
-    models = [dict(config=cfg, task='det', spec='det_sparse', dataset=ds,
+    models = [dict(config=cfg, task='det', spec='det_sparse', dataset=ds, train_dataset=ds,
                    budget=['iters', 500], seeds=3, metrics={'AP': ap, 'F1@0.5': f1})
               for ds, ap, f1 in (('synthetic-labels30', 0.41, 0.8), ('synthetic-labels10',
                                                                       0.3, 0.7))]

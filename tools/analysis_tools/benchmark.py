@@ -1118,7 +1118,7 @@ def write_model_index(repo: str = REPO) -> List[str]:
                       ('Iterations' if m['budget'][0] == 'iters' else 'Epochs'):
                           m['budget'][1]},
             Results=[], Weights=''))
-        entry['Metadata']['Training Data'].append(m.get('train_dataset', m['dataset']))
+        entry['Metadata']['Training Data'].append(m['train_dataset'])
         entry['Results'].append(dict(Task=TASK_NAMES[m['task']], Dataset=m['dataset'],
                                      Metrics=dict(m['metrics'])))
     written = []
