@@ -342,3 +342,37 @@ def test_headlines_run_from_the_most_labels_to_none(tmp_path):
     lines = (tmp_path / 'README.md').read_text().splitlines()[3:-1]
     assert lines == ['| det_sparse |', '| seg_sparse |', '| points |', '| npl |',
                      '| cellgan |', '| aa_other |', '| zz_other |']
+
+
+def test_two_benchmarks_build_a_missing_data_set_once(tmp_path):
+    """Two benchmarks started together (the usual two-core set-up) must not both run a data
+    set's ``make``: the converters refuse a non-empty folder, so the second one used to fail.
+    A ``make`` that fails leaves no half-written folder behind."""
+    import threading
+    out = tmp_path / 'data' / 'made'
+    make = ('python -c "import os, sys, time; os.makedirs(sys.argv[1]); time.sleep(0.5); '
+            'open(os.path.join(sys.argv[1], \'n\'), \'a\').write(\'x\')" ' + str(out))
+    spec = dict(path='spec.py', data=dict(made=dict(path=str(out), make=make)))
+    errors = []
+
+    def build():
+        try:
+            benchmark.ensure_data(spec)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert (out / 'n').read_text() == 'x'  # made once
+
+    bad = tmp_path / 'data' / 'bad'
+    spec = dict(path='spec.py', data=dict(bad=dict(
+        path=str(bad), make=f'python -c "import os, sys; os.makedirs(sys.argv[1]); '
+        f'sys.exit(3)" {bad}')))
+    with pytest.raises(RuntimeError, match=r'spec.py: data bad: .* exit status 3'):
+        benchmark.ensure_data(spec)
+    assert not bad.exists()

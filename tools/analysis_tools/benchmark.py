@@ -55,12 +55,14 @@ training run has ended; e.g. the stain spec's stain-shifted test tiles.
 """
 import argparse
 import copy
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import os.path as osp
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -1289,7 +1291,12 @@ def report(spec: dict) -> Tuple[str, str]:
 # --------------------------------------------------------------------------- data
 def ensure_data(spec: dict) -> None:
     """Each ``data`` entry: ``path`` must exist, else ``make`` (a command line; ``$VARS``
-    from the environment) builds it; a missing variable is an error naming it."""
+    from the environment) builds it; a missing variable is an error naming it.
+
+    Building holds an exclusive lock on ``<path>.lock``, so two benchmarks started together
+    build a data set once (the second waits, then finds it). A build that fails leaves no
+    half-written folder behind to be taken for the data set by the next run.
+    """
     for name, d in spec['data'].items():
         path = osp.join(REPO, d['path'])
         if osp.exists(path):
@@ -1301,11 +1308,21 @@ def ensure_data(spec: dict) -> None:
         if '$' in expanded:
             raise ValueError(f'{spec["path"]}: data {name}: {d["path"]} not found and its '
                              f'command needs an environment variable: {cmd}')
-        print(f'[benchmark] making data {name}: {expanded}', flush=True)
-        args = shlex.split(expanded)
-        if args and args[0] == 'python':
-            args[0] = sys.executable
-        subprocess.run(args, cwd=REPO, check=True)
+        os.makedirs(osp.dirname(path.rstrip(os.sep)) or '.', exist_ok=True)
+        with open(path.rstrip(os.sep) + '.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if osp.exists(path):  # another benchmark built it while this one waited
+                continue
+            print(f'[benchmark] making data {name}: {expanded}', flush=True)
+            args = shlex.split(expanded)
+            if args and args[0] == 'python':
+                args[0] = sys.executable
+            done = subprocess.run(args, cwd=REPO)
+            if done.returncode != 0:
+                if osp.isdir(path):
+                    shutil.rmtree(path)
+                raise RuntimeError(f'{spec["path"]}: data {name}: `{expanded}` failed with '
+                                   f'exit status {done.returncode}; {d["path"]} was not made')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
