@@ -65,6 +65,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -1293,9 +1294,10 @@ def ensure_data(spec: dict) -> None:
     """Each ``data`` entry: ``path`` must exist, else ``make`` (a command line; ``$VARS``
     from the environment) builds it; a missing variable is an error naming it.
 
-    Building holds an exclusive lock on ``<path>.lock``, so two benchmarks started together
-    build a data set once (the second waits, then finds it). A build that fails leaves no
-    half-written folder behind to be taken for the data set by the next run.
+    Building holds an exclusive lock (a file in the temporary folder, named by the path),
+    so two benchmarks started together build a data set once: the second waits, then finds
+    it. A failed build is an error naming the entry, and a half-written folder at ``path``
+    is removed so that the next run does not take it for the data set.
     """
     for name, d in spec['data'].items():
         path = osp.join(REPO, d['path'])
@@ -1308,8 +1310,8 @@ def ensure_data(spec: dict) -> None:
         if '$' in expanded:
             raise ValueError(f'{spec["path"]}: data {name}: {d["path"]} not found and its '
                              f'command needs an environment variable: {cmd}')
-        os.makedirs(osp.dirname(path.rstrip(os.sep)) or '.', exist_ok=True)
-        with open(path.rstrip(os.sep) + '.lock', 'w') as lock:
+        key = hashlib.sha1(osp.abspath(path).encode()).hexdigest()[:16]
+        with open(osp.join(tempfile.gettempdir(), f'mmhisto-data-{key}.lock'), 'w') as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             if osp.exists(path):  # another benchmark built it while this one waited
                 continue
