@@ -376,3 +376,45 @@ def test_two_benchmarks_build_a_missing_data_set_once(tmp_path):
     with pytest.raises(RuntimeError, match=r'spec.py: data bad: .* exit status 3'):
         benchmark.ensure_data(spec)
     assert not bad.exists()
+
+
+def test_patch_evaluator_by_hand(tmp_path):
+    """evaluate_patch (the npl spec) on tools/test.py's dump of a patch classifier: the class
+    names come from the test split's bag file (the metric refused to run without them)."""
+    import pickle
+
+    import torch
+
+    from projects.negative_pseudo_labels.bags import write_bag_json
+    classes = ('tumour', 'stroma', 'necrosis')
+    # (bag, grid cell, gt, pred): bag a (0,0) (0,1); bag b (2,2) (1,1) (2,0)
+    patches = [('a', (0, 0), 0, 0), ('a', (0, 1), 0, 1), ('b', (0, 0), 2, 2),
+               ('b', (0, 1), 1, 1), ('b', (1, 0), 2, 0)]
+    bags = []
+    for name in ('a', 'b'):
+        mine = [p for p in patches if p[0] == name]
+        labels = [g for _, _, g, _ in mine]
+        bags.append(dict(name=name, img_path=f'{name}.png', mask_path=f'{name}_mask.png',
+                         labelled=True, height=8, width=8,
+                         ratio=(np.bincount(labels, minlength=3) / len(labels)).tolist(),
+                         patches=[[4 * c, 4 * r] for _, (r, c), _, _ in mine],
+                         labels=labels,
+                         pixel_counts=[(16 * np.eye(3, dtype=int)[g]).tolist() for g in labels]))
+    write_bag_json(str(tmp_path / 'test.json'), classes, 4, bags)
+    # the dump has no pixel counts: the metric scores patch labels
+    raw = [dict(bag_name=b, grid=g, patch_size=4, img_shape=(4, 4), bag_shape=(8, 8),
+                pred_label=torch.tensor([p]), gt_label=torch.tensor(t))
+           for b, g, t, p in patches]
+    path = tmp_path / 'preds.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump(raw, f)
+    cfg = Config(dict(test_evaluator=dict(type='PatchSegMetric'),
+                      test_dataloader=dict(dataset=dict(data_root=str(tmp_path),
+                                                        ann_file='test.json'))))
+    out = benchmark.evaluate_patch(cfg, None, str(path))
+    # confusion (rows gt) [[1,1,0],[0,1,0],[1,0,1]]: OP 3/5; IoU 1/3, 1/2, 1/2 -> mIoU 4/9;
+    # precision 1/2, 1/2, 1 -> PC 2/3; recall 1/2, 1, 1/2 -> mAcc 2/3
+    assert out['metrics'] == pytest.approx(dict(OP=3 / 5, PC=2 / 3, mAcc=2 / 3, mIoU=4 / 9))
+    assert out['images'] == ['a', 'b']
+    assert out['per_image']['confusion'] == [[1, 1, 0, 0, 0, 0, 0, 0, 0],
+                                             [0, 0, 0, 0, 1, 0, 1, 0, 1]]

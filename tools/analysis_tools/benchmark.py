@@ -569,13 +569,23 @@ def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
                 per_image=per_image, images=_image_names(raw))
 
 
+def _ann_file(cfg, loader: str) -> str:
+    """The annotation file of ``cfg[loader]``'s data set (``data_root`` joined)."""
+    ds = cfg[loader]['dataset']
+    return osp.join(ds.get('data_root', ''), ds['ann_file'])
+
+
 def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
     """OP / PC / mAcc / mIoU of a patch classifier stitched into its test slides
     (``PatchSegMetric``); per-image terms: each slide's (C, C) confusion, flattened."""
+    from projects.negative_pseudo_labels.bags import read_bag_json
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'PatchSegMetric')
     ev_cfg.pop('out_dir', None)
     raw = _load_pkl(test_pkl)
     metric = _build_metric(ev_cfg, 'mmseg')
+    # the class names are the test file's, as tools/test.py's dataset gives them
+    metric.dataset_meta = dict(
+        classes=read_bag_json(_ann_file(cfg, 'test_dataloader'))['metainfo']['classes'])
     metric.process(None, raw)
     results = list(metric.results)
     agg = metric.compute_metrics(results)
@@ -603,13 +613,9 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
     metric.process(None, raw)
     q = np.array(metric.results, np.int64).reshape(-1, 2)
 
-    def ann(loader: str) -> str:
-        ds = cfg[loader]['dataset']
-        return osp.join(ds.get('data_root', ''), ds['ann_file'])
-
     size = int(cfg.model.get('img_size', 32))
-    train = read_cells(ann('train_dataloader'), size, progress=False)
-    test = read_cells(ann('test_dataloader'), size, progress=False)
+    train = read_cells(_ann_file(cfg, 'train_dataloader'), size, progress=False)
+    test = read_cells(_ann_file(cfg, 'test_dataloader'), size, progress=False)
     if len(test['labels']) != len(q) or (test['labels'] != q[:, 1]).any():
         raise ValueError(f'{test_pkl}: the predictions are not the crops of {test["path"]} '
                          'in order (the k-means baselines are paired crop by crop)')
