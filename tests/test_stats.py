@@ -130,6 +130,21 @@ def test_cluster_statistics_by_hand_and_against_cluster_scores():
         stats.cluster_purity(np.array([[0, -1]]))
 
 
+def test_classification_f_score_by_hand_and_against_sklearn():
+    from projects.cell_gan.evaluation import weighted_prf
+    # (predicted, true). Class 0 (n 2): TP 1, predicted twice -> F1 2 / (2 + 2) = 0.5;
+    # class 1 (n 3): TP 2, predicted twice -> F1 4 / 5; class 2 (n 1): predicted as a
+    # class that never occurs -> F1 0. Weighted (2 0.5 + 3 0.8 + 1 0) / 6.
+    pairs = np.array([[0, 0], [2, 0], [1, 1], [1, 1], [0, 1], [3, 2]])
+    assert stats.classification_f_score(pairs) == pytest.approx((2 * 0.5 + 3 * 0.8) / 6)
+    # random pairs, batched like bootstrap draws: sklearn per draw (Hu et al.'s Table I)
+    rng = np.random.default_rng(1)
+    draws = np.stack([rng.integers(0, [5, 4], size=(60, 2)) for _ in range(7)])
+    np.testing.assert_allclose(stats.classification_f_score(draws),
+                               [weighted_prf(d[:, 1], d[:, 0])['f_score'] for d in draws],
+                               rtol=1e-12)
+
+
 def test_verdict_lower_is_better():
     assert stats.verdict(0.1, 0.2) == 'better'
     assert stats.verdict(0.1, 0.2, higher_is_better=False) == 'worse'

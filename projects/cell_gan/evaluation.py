@@ -21,7 +21,7 @@ __all__ = ['HOG_ORIENTATIONS', 'HOG_PIXELS_PER_CELL', 'HOG_CELLS_PER_BLOCK', 'SV
            'pixel_features', 'hog_features', 'kmeans_clusters', 'svm_predict',
            'weighted_prf', 'binary_prf', 'cell_proportions', 'kmeans_image_classifier',
            'cross_validate_images', 'confusion_table', 'summarise', 'view_agreement',
-           'read_cells']
+           'read_cells', 'load_model', 'q_and_features']
 
 #: HOG on the grey 32x32 crop: 9 orientations, 4x4-px cells, 2x2-cell blocks (L2-Hys)
 #: -> 7 x 7 blocks x 4 cells x 9 = 1764-d, the standard setting closest to the 2048-d
@@ -316,3 +316,45 @@ def read_cells(path: str, crop_size: int, progress: bool = True,
         image_ids.append(d['image_id'])
     return dict(classes=list(classes), mode=mode, crops=crops, labels=labels,
                 image_ids=image_ids, image_labels=image_labels, path=path)
+
+
+def load_model(config, checkpoint: str, device: str = 'cpu'):
+    """Build the model of ``config`` (a path or an mmengine ``Config``) in its default
+    scope and load ``checkpoint`` (strict); eval mode."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from projects.cell_gan.model import CellInfoWGAN
+    from projects.common.runner_utils import load_config
+    cfg = config if isinstance(config, Config) else load_config(config)
+    config = getattr(cfg, 'filename', None) or config
+    init_default_scope(cfg.get('default_scope', 'mmseg') or 'mmseg')
+    model = MODELS.build(cfg.model)
+    if not isinstance(model, CellInfoWGAN):
+        raise TypeError(f'{config}: the model is a {type(model).__name__}, not a CellInfoWGAN')
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+    return model.to(device).eval()
+
+
+def q_and_features(model, crops: np.ndarray, batch: int, progress: bool = True,
+                   features: bool = True) -> tuple:
+    """Q logits (N, K), the sect. IV-C D features (N, D) and Q's features (N, C) (the
+    input of its linear head) of RGB uint8 crops, through the model's own data
+    preprocessor (which takes BGR, like the training loader). ``features=False``: the
+    logits only (the two feature arrays are None)."""
+    import torch
+    logits, d_feats, q_feats = [], [], []
+    starts = list(range(0, len(crops), batch))
+    with torch.no_grad():
+        for s in track(starts, progress):
+            bgr = torch.from_numpy(np.ascontiguousarray(crops[s:s + batch, ..., ::-1]))
+            x = model.data_preprocessor(dict(inputs=list(bgr.permute(0, 3, 1, 2))),
+                                        False)['inputs']
+            logits.append(model.q_logits(x).float().cpu().numpy())
+            if features:
+                d_feats.append(model.extract_features(x).float().cpu().numpy())
+                q_feats.append(model.q_features(x).float().cpu().numpy())
+    if not features:
+        return np.concatenate(logits), None, None
+    return np.concatenate(logits), np.concatenate(d_feats), np.concatenate(q_feats)

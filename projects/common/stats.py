@@ -140,11 +140,25 @@ def cluster_f_score(values: np.ndarray) -> np.ndarray:
     return (nj * f1).sum(-1) / nj.sum(-1)
 
 
+def classification_f_score(values: np.ndarray) -> np.ndarray:
+    """Support-weighted F-score of (predicted class, true class) pairs (Hu et al. 2018,
+    eq. 13 and Table I; sklearn's ``average='weighted'``, ``zero_division=0``):
+    sum_j (n_j / N) 2 TP_j / (predicted_j + n_j)."""
+    c = _contingency(values)  # (..., predicted, true)
+    n = max(c.shape[-2], c.shape[-1])
+    pad = [(0, 0)] * (c.ndim - 2) + [(0, n - c.shape[-2]), (0, n - c.shape[-1])]
+    c = np.pad(c, pad)
+    tp = np.diagonal(c, axis1=-2, axis2=-1)
+    predicted, nj = c.sum(-1), c.sum(-2)
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(predicted + nj, 1), 0.0)
+    return (nj * f1).sum(-1) / nj.sum(-1)
+
+
 STATISTICS: Dict[str, Statistic] = dict(
     pooled_f1=pooled_f1, masked_mean=masked_mean, confusion_miou=confusion_miou,
     confusion_op=confusion_op, confusion_pc=confusion_pc, confusion_macc=confusion_macc,
     cluster_purity=cluster_purity, cluster_entropy=cluster_entropy,
-    cluster_f_score=cluster_f_score)
+    cluster_f_score=cluster_f_score, classification_f_score=classification_f_score)
 
 
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],

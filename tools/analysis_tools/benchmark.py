@@ -44,7 +44,10 @@ Evaluators:
 * ``cluster``: ``purity`` / ``entropy`` (lower is better) / ``f_score`` of argmax Q
   (``ClusteringMetric``) on the labelled test crops, and the same of k-means on raw pixels
   and on HOG (``@kmeans_pixels`` / ``@kmeans_hog``, Hu et al. 2018 Table II) with the
-  run's seed; the bootstrap resamples crops.
+  run's seed; ``svm_f_score``: an L2-SVM trained on the labelled training crops' D
+  features (Table I, sect. IV-C), and on their pixels / HOG (``@svm_pixels`` /
+  ``@svm_hog``); the bootstrap resamples crops. The operating points ``pixels`` / ``hog``
+  show a row of both baselines of one feature.
 
 A row may reuse another row's runs at another operating point (``same_as='ce',
 operating_point='calib'``: its ``F1@0.5`` is the source's ``F1@calib``; the calibrated-CE
@@ -111,9 +114,11 @@ EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
         'mAcc': ('confusion_macc', 'confusion'),
         'mIoU': ('confusion_miou', 'confusion'),
     },
-    cluster={f'{m}{at}': (f'cluster_{m}', f'pairs{at}')
-             for at in ('', '@kmeans_pixels', '@kmeans_hog')
-             for m in ('purity', 'entropy', 'f_score')})
+    cluster={**{f'{m}{at}': (f'cluster_{m}', f'pairs{at}')
+                for at in ('', '@kmeans_pixels', '@kmeans_hog')
+                for m in ('purity', 'entropy', 'f_score')},
+             **{f'svm_f_score{at}': ('classification_f_score', f'svm_pairs{at}')
+                for at in ('', '@svm_pixels', '@svm_hog')}})
 # metrics where lower is better (the verdict flips)
 LOWER_IS_BETTER = frozenset(m for m in EVALUATORS['cluster'] if m.startswith('entropy'))
 # the validation scalar the convergence rule reads, per evaluator (spec may override)
@@ -122,9 +127,11 @@ CONVERGE_METRIC = dict(det='cell/coco_AP50', seg='nuclei/dice_obj', patch='mIoU'
 # what an operating_point row takes from its source: task, {metric: source metric}
 OPERATING_POINTS = dict(
     calib=('det', {'F1@0.5': 'F1@calib'}), val=('det', {'F1@0.5': 'F1@val'}),
-    # the paper's baselines (Hu et al. 2018, Table II): k-means on the same run's crops
-    **{op: ('cluster', {m: f'{m}@{op}' for m in ('purity', 'entropy', 'f_score')})
-       for op in ('kmeans_pixels', 'kmeans_hog')})
+    # the paper's baselines on the same run's crops, by feature: k-means for the clusters
+    # (Hu et al. 2018, Table II), an L2-SVM for the classifier (Table I)
+    **{op: ('cluster', {**{m: f'{m}@kmeans_{op}' for m in ('purity', 'entropy', 'f_score')},
+                        'svm_f_score': f'svm_f_score@svm_{op}'})
+       for op in ('pixels', 'hog')})
 
 
 # --------------------------------------------------------------------------- the spec
@@ -598,15 +605,20 @@ def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
     return dict(metrics=metrics, extra={}, per_image=dict(confusion=per_bag), images=bags)
 
 
-def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
+                     ckpt: Optional[str] = None) -> dict:
     """Purity / entropy / F-score of a cell GAN's clusters (argmax Q, ``ClusteringMetric``)
     on the labelled test crops, and of the paper's baselines on the same crops (Hu et al.
     2018, Table II): k-means (K = Q's categories, the run's seed) on raw pixels and on HOG,
-    fitted on the training crops; per-crop terms: (cluster, class) pairs of each."""
+    fitted on the training crops. With the run's checkpoint ``ckpt``, also Table I: an
+    L2-SVM trained on the labelled training crops' D features (sect. IV-C), and on their
+    pixels and HOG, scored on the labelled test crops (support-weighted F-score). Per-crop
+    terms: (cluster, class) and (predicted class, class) pairs of each."""
     import importlib
     importlib.import_module('projects.cell_gan')
-    from projects.cell_gan.evaluation import (hog_features, kmeans_clusters, pixel_features,
-                                              read_cells)
+    from projects.cell_gan.evaluation import (SVM_C, hog_features, kmeans_clusters,
+                                              load_model, pixel_features, q_and_features,
+                                              read_cells, svm_predict)
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'ClusteringMetric')
     raw = _load_pkl(test_pkl)
     metric = _build_metric(ev_cfg, 'mmseg')
@@ -619,15 +631,27 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
     if len(test['labels']) != len(q) or (test['labels'] != q[:, 1]).any():
         raise ValueError(f'{test_pkl}: the predictions are not the crops of {test["path"]} '
                          'in order (the k-means baselines are paired crop by crop)')
-    keep = q[:, 1] >= 0
+    keep, lab_tr = q[:, 1] >= 0, train['labels'] >= 0
     pairs = {'pairs': q[keep]}
     k, seed = int(cfg.model.num_categories), int(cfg.get('randomness', {}).get('seed', 0))
-    for name, fn in (('kmeans_pixels', pixel_features), ('kmeans_hog', hog_features)):
-        _, (c_te, ) = kmeans_clusters(fn(train['crops']), k, seed, predict=[fn(test['crops'])])
-        pairs[f'pairs@{name}'] = np.stack([c_te, test['labels']], 1)[keep]
+    features = {}
+    for name, fn in (('pixels', pixel_features), ('hog', hog_features)):
+        features[name] = (fn(train['crops']), fn(test['crops']))
+        _, (c_te, ) = kmeans_clusters(features[name][0], k, seed, predict=[features[name][1]])
+        pairs[f'pairs@kmeans_{name}'] = np.stack([c_te, test['labels']], 1)[keep]
+    if ckpt is not None:
+        model = load_model(cfg, ckpt)
+        features['d'] = tuple(q_and_features(model, c, 64, progress=False)[1]
+                              for c in (train['crops'], test['crops']))
+        for name, (f_tr, f_te) in features.items():
+            pred, _ = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep], SVM_C,
+                                  seed)
+            at = '' if name == 'd' else f'@svm_{name}'
+            pairs[f'svm_pairs{at}'] = np.stack([pred, test['labels'][keep]], 1)
     metrics = {}
     for m, (how, key) in EVALUATORS['cluster'].items():
-        metrics[m] = float(stats.STATISTICS[how](pairs[key]))
+        if key in pairs:
+            metrics[m] = float(stats.STATISTICS[how](pairs[key]))
     names = [str(i) for i in np.flatnonzero(keep)]
     return dict(metrics=metrics, extra={},
                 per_image={key: v.astype(int).tolist() for key, v in pairs.items()},
@@ -702,7 +726,8 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
         preds[split] = osp.join(split_dir, f'{split}_preds.pkl')
         cpu += run_child(path, split_dir, train_py=TEST_PY, env=env,
                          extra=[ckpt, '--out', preds[split]])
-    result = EVALUATE[spec['task']](cfg, preds.get('val'), preds['test'])
+    result = EVALUATE[spec['task']](cfg, preds.get('val'), preds['test'],
+                                    **(dict(ckpt=ckpt) if spec['task'] == 'cluster' else {}))
     curve = _val_curve(scalars, spec['converge_metric'])
     return dict(key=run['key'], spec=spec['name'], dataset=run['group']['dataset'],
                 fraction=run['fraction'], row=run['row']['name'], seed=run['seed'],

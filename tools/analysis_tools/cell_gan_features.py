@@ -51,9 +51,10 @@ from projects.cell_gan.dataset import DIHEDRAL_NAMES, dihedral  # noqa: E402
 from projects.cell_gan.evaluation import (HOG_CELLS_PER_BLOCK, HOG_ORIENTATIONS,  # noqa: E402
                                           HOG_PIXELS_PER_CELL, SVM_C, cell_proportions,
                                           confusion_table, cross_validate_images,
-                                          hog_features, kmeans_clusters, pixel_features,
-                                          read_cells, summarise, svm_predict,
-                                          view_agreement, weighted_prf)
+                                          hog_features, kmeans_clusters, load_model,
+                                          pixel_features, q_and_features, read_cells,
+                                          summarise, svm_predict, view_agreement,
+                                          weighted_prf)
 from projects.cell_gan.metrics import cluster_scores  # noqa: E402
 from projects.common.io import atomic_write, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
@@ -106,43 +107,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------- data
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def load_model(config: str, checkpoint: str, device: str):
-    """Build the config's model in its default scope and load ``checkpoint`` (strict)."""
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    from projects.cell_gan.model import CellInfoWGAN
-    from projects.common.runner_utils import load_config
-    cfg = load_config(config)
-    init_default_scope(cfg.get('default_scope', 'mmseg') or 'mmseg')
-    model = MODELS.build(cfg.model)
-    if not isinstance(model, CellInfoWGAN):
-        raise TypeError(f'{config}: the model is a {type(model).__name__}, not a CellInfoWGAN')
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
-    return model.to(device).eval()
-
-
-@torch.no_grad()
-def q_and_features(model, crops: np.ndarray, batch: int, progress: bool = True,
-                   features: bool = True) -> tuple:
-    """Q logits (N, K), the sect. IV-C D features (N, D) and Q's features (N, C) (the
-    input of its linear head) of RGB uint8 crops, through the model's own data
-    preprocessor (which takes BGR, like the training loader). ``features=False``: the
-    logits only (the two feature arrays are None)."""
-    logits, d_feats, q_feats = [], [], []
-    starts = list(range(0, len(crops), batch))
-    for s in track(starts, progress):
-        bgr = torch.from_numpy(np.ascontiguousarray(crops[s:s + batch, ..., ::-1]))
-        x = model.data_preprocessor(dict(inputs=list(bgr.permute(0, 3, 1, 2))), False)['inputs']
-        logits.append(model.q_logits(x).float().cpu().numpy())
-        if features:
-            d_feats.append(model.extract_features(x).float().cpu().numpy())
-            q_feats.append(model.q_features(x).float().cpu().numpy())
-    if not features:
-        return np.concatenate(logits), None, None
-    return np.concatenate(logits), np.concatenate(d_feats), np.concatenate(q_feats)
 
 
 def orientation_agreement(model, crops: np.ndarray, clusters: np.ndarray, batch: int,
