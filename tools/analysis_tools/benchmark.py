@@ -1182,8 +1182,8 @@ def _write_text(path: str, text: str) -> None:
     atomic_write(path, write)
 
 
-HEADLINE_HEAD = ['| kind of label | data | metric | best method (mean ± 95% CI) | best zoo '
-                 'peer | method − peer [95% CI] | regenerate |', '|---|---|---|---|---|---|---|']
+HEADLINE_HEAD = ['| kind of label | data | metric | best method (mean ± 95% CI) | best peer '
+                 '| method − peer [95% CI] | regenerate |', '|---|---|---|---|---|---|---|']
 # the order of the root README's headlines: from the most labels to none (sparse boxes or
 # masks, points only, class proportions, nothing); other specs follow by name
 HEADLINE_ORDER = ('det_sparse', 'seg_sparse', 'points', 'npl', 'cellgan')
