@@ -97,6 +97,8 @@ def test_cluster_benchmark(tmp_path, tiny_cells):
                 x = model.data_preprocessor(dict(inputs=list(x)), False)['inputs']
                 return model.extract_features(x).numpy()
 
+        assert set(rec['extra']) == {'svm_warnings@pixels', 'svm_warnings@hog',
+                                     'svm_warnings@d'}
         assert rec['metrics']['svm_f_score'] == pytest.approx(
             svm_f1(d_features(train['crops']), d_features(test['crops']), rec['seed']))
         # validated after each epoch; mmengine logs the iteration (3 per epoch: 12 crops,

@@ -632,7 +632,7 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
         raise ValueError(f'{test_pkl}: the predictions are not the crops of {test["path"]} '
                          'in order (the k-means baselines are paired crop by crop)')
     keep, lab_tr = q[:, 1] >= 0, train['labels'] >= 0
-    pairs = {'pairs': q[keep]}
+    pairs, extra = {'pairs': q[keep]}, {}
     k, seed = int(cfg.model.num_categories), int(cfg.get('randomness', {}).get('seed', 0))
     features = {}
     for name, fn in (('pixels', pixel_features), ('hog', hog_features)):
@@ -644,16 +644,18 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
         features['d'] = tuple(q_and_features(model, c, 64, progress=False)[1]
                               for c in (train['crops'], test['crops']))
         for name, (f_tr, f_te) in features.items():
-            pred, _ = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep], SVM_C,
-                                  seed)
+            pred, warned = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep],
+                                       SVM_C, seed)
             at = '' if name == 'd' else f'@svm_{name}'
             pairs[f'svm_pairs{at}'] = np.stack([pred, test['labels'][keep]], 1)
+            # LinearSVC's convergence warnings while fitting (0: converged)
+            extra[f'svm_warnings@{name}'] = int(warned)
     metrics = {}
     for m, (how, key) in EVALUATORS['cluster'].items():
         if key in pairs:
             metrics[m] = float(stats.STATISTICS[how](pairs[key]))
     names = [str(i) for i in np.flatnonzero(keep)]
-    return dict(metrics=metrics, extra={},
+    return dict(metrics=metrics, extra=extra,
                 per_image={key: v.astype(int).tolist() for key, v in pairs.items()},
                 images=names)
 
