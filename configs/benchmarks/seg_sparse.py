@@ -49,6 +49,15 @@ def _rows(ds):
     if ds == 'mnfinder':
         rows.insert(5, dict(name='ece-maxfg', fractions=[0.1, 0.3],
                             config=_ece.format('ece-maxfg', ds), baseline=['unet', 'ece']))
+    else:
+        # focal ECE was still improving at 300 iterations (0/3 converged): the same pair
+        # at twice the budget, each against its own-budget peer
+        rows += [
+            dict(name='unet-600i', role='peer', fractions=[0.3], iters=600,
+                 config=_zoo.format('unet-s5-d16-c16_fcn', ds)),
+            dict(name='focal-ece-600i', fractions=[0.3], iters=600,
+                 config=_ece.format('focal-ece', ds), baseline='unet-600i'),
+        ]
     return rows
 
 
