@@ -5,8 +5,10 @@ baseline features (raw pixels, HOG), k-means clustering, the L2-SVM, support-wei
 binary precision / recall / F-score (eq. 13), per-image cell proportions
 P_i = X_i / sum_k X_k (sect. III-B.2) and the image-level cross-validation of sect. IV-E
 (k-means(2) with majority-labelled clusters, or an L2-SVM, on the proportions), and the
-diagnostic of how much argmax Q depends on a crop's orientation (:func:`view_agreement`); and the reader of a ``cells.json`` with its crops
-(:func:`read_cells`).
+diagnostic of how much argmax Q depends on a crop's orientation (:func:`view_agreement`);
+the reader of a ``cells.json`` with its crops (:func:`read_cells`); and a trained model's
+Q logits and D / Q features of crops (:func:`load_model`, :func:`q_and_features`), shared
+with the benchmark's ``cluster`` evaluator.
 """
 import os.path as osp
 import warnings
