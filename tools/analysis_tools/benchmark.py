@@ -523,7 +523,7 @@ def _split_counts(ev_cfg: dict, pkl: str) -> Tuple[list, list, Any]:
     return raw, read, counts
 
 
-def evaluate_det(cfg, val_pkl: str, test_pkl: str) -> dict:
+def evaluate_det(cfg, val_pkl: str, test_pkl: str, ckpt: Optional[str] = None) -> dict:
     """Metrics and per-image counts of a detection run (see the module docstring)."""
     from projects.common.calibration import calibrated_threshold, labelling_frequency
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'CellDetectionMetric')
@@ -558,7 +558,8 @@ def evaluate_det(cfg, val_pkl: str, test_pkl: str) -> dict:
                                 counts=test_grid.sum(1).tolist()))  # pooled (tp, fp, fn)
 
 
-def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+def evaluate_seg(cfg, val_pkl: Optional[str], test_pkl: str,
+                 ckpt: Optional[str] = None) -> dict:
     """Metrics and per-image object scores of a segmentation run."""
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'NucleiMetric')
     raw = _load_pkl(test_pkl)
@@ -582,7 +583,8 @@ def _ann_file(cfg, loader: str) -> str:
     return osp.join(ds.get('data_root', ''), ds['ann_file'])
 
 
-def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str) -> dict:
+def evaluate_patch(cfg, val_pkl: Optional[str], test_pkl: str,
+                   ckpt: Optional[str] = None) -> dict:
     """OP / PC / mAcc / mIoU of a patch classifier stitched into its test slides
     (``PatchSegMetric``); per-image terms: each slide's (C, C) confusion, flattened."""
     from projects.negative_pseudo_labels.bags import read_bag_json
@@ -660,6 +662,9 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
                 images=names)
 
 
+# evaluator(cfg, val_pkl, test_pkl, ckpt): the resolved config, tools/test.py's dumps of
+# the validation (det only) and test predictions, the tested checkpoint (read by the
+# cluster evaluator for the D features; the others score the dumps alone)
 EVALUATE = dict(det=evaluate_det, seg=evaluate_seg, patch=evaluate_patch,
                 cluster=evaluate_cluster)
 
@@ -728,8 +733,7 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
         preds[split] = osp.join(split_dir, f'{split}_preds.pkl')
         cpu += run_child(path, split_dir, train_py=TEST_PY, env=env,
                          extra=[ckpt, '--out', preds[split]])
-    result = EVALUATE[spec['task']](cfg, preds.get('val'), preds['test'],
-                                    **(dict(ckpt=ckpt) if spec['task'] == 'cluster' else {}))
+    result = EVALUATE[spec['task']](cfg, preds.get('val'), preds['test'], ckpt)
     curve = _val_curve(scalars, spec['converge_metric'])
     return dict(key=run['key'], spec=spec['name'], dataset=run['group']['dataset'],
                 fraction=run['fraction'], row=run['row']['name'], seed=run['seed'],
