@@ -211,10 +211,41 @@ def _spec(tmp_path, body: str) -> str:
      "config='configs/benchmarks/det_sparse.py', iters=4)]), dict(dataset='e', "
      "retest_of='d', rows=[dict(name='a', role='peer', config='configs/benchmarks/npl.py', "
      "iters=4)])]", r"rows\[0\] \(a\): a retest row must be a row of 'd'"),
+    ("task='det'\nbootstrap='seeds'\ngroups=[dict(dataset='d', rows=[dict(name='a', "
+     "role='peer', config='configs/benchmarks/det_sparse.py', iters=4)])]",
+     r"bootstrap must be one of \['seeds\+images', 'images'\], got 'seeds'"),
 ])
 def test_bad_specs_name_the_entry(tmp_path, body, match):
     with pytest.raises(benchmark.SpecError, match=match):
         benchmark.load_spec(_spec(tmp_path, body))
+
+
+def test_report_compares_what_the_bootstrap_resamples():
+    # seed 0: the method is +0.2 Dice_obj on each of 3 images, seed 1: +0.0. Resampling
+    # seeds and images: draws 0.0 / 0.1 / 0.2 (p 1/4, 1/2, 1/4), no difference; images
+    # alone: always 0.1, better (tests/test_stats.py works both by hand)
+    base = {0: [0.3, 0.6, 0.1], 1: [0.5, 0.2, 0.4]}
+    meth = {0: [v + 0.2 for v in base[0]], 1: list(base[1])}
+
+    def row(name, role, baselines, values):
+        seeds = {s: dict(images=['a', 'b', 'c'], metrics=dict(Dice_obj=float(np.mean(v))),
+                         per_image=dict(Dice_obj=[[x, 1] for x in v]))
+                 for s, v in values.items()}
+        return dict(row=dict(name=name, role=role, baselines=baselines, where=name),
+                    seeds=seeds)
+
+    tables = [dict(group=dict(dataset='toy'), fraction=0.3,
+                   rows=[row('unet', 'peer', [], base), row('m', 'method', ['unet'], meth)])]
+    spec = dict(task='seg', metrics=['Dice_obj'], bootstrap='seeds+images')
+    d = benchmark.paired(spec, tables[0]['rows'][1], tables[0]['rows'][0], 'Dice_obj')
+    assert (d['diff'], d['lo'], d['hi']) == pytest.approx((0.1, 0.0, 0.2))
+    text = '\n'.join(benchmark.resampling_lines(spec, tables))
+    assert 'Of the 1 bootstrapped comparisons above, 1 changes its verdict' in text
+    assert ('| toy, 30% | `m` − `unet` | Dice_obj | [+0.000, +0.200] no difference | '
+            '[+0.100, +0.100] better |') in text
+    spec['bootstrap'] = 'images'
+    assert '| [+0.100, +0.100] better | [+0.000, +0.200] no difference |' in '\n'.join(
+        benchmark.resampling_lines(spec, tables))
 
 
 def test_published_specs_load():

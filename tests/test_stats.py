@@ -61,6 +61,36 @@ def test_paired_bootstrap_pooled_f1_resamples_whole_images():
     assert d['lo'] == pytest.approx(0.0) and d['hi'] == pytest.approx(1 / 3)
 
 
+def test_paired_bootstrap_resampling_seeds_widens_a_split_row():
+    # seed 0: the method is +0.2 on every image, seed 1: +0.0 (one run learnt, one did not).
+    # Over images alone every draw is mean(0.2, 0.0) = 0.1: "better". Resampling the seeds
+    # too, a draw is 0.2 (both seed 0, p 1/4), 0.1 (p 1/2) or 0.0 (both seed 1, p 1/4):
+    # the 2.5% / 97.5% quantiles are 0.0 and 0.2, "no difference".
+    base = [np.array([[0.3, 1], [0.6, 1], [0.1, 1]]), np.array([[0.5, 1], [0.2, 1], [0.4, 1]])]
+    method = [base[0] + np.array([0.2, 0]), base[1].copy()]
+    d = stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=4000)
+    assert (d['diff'], d['lo'], d['hi']) == pytest.approx((0.1, 0.1, 0.1))
+    d = stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=4000,
+                               resample_seeds=True)
+    assert d['diff'] == pytest.approx(0.1)
+    assert (d['lo'], d['hi']) == pytest.approx((0.0, 0.2))
+    assert stats.verdict(d['lo'], d['hi']) == 'no difference'
+
+
+def test_paired_bootstrap_resampling_seeds_keeps_agreeing_seeds_apart_from_zero():
+    # per-seed constant differences 0.1, 0.2, 0.3: a draw of 3 seeds averages to at least
+    # 0.1 and at most 0.3 (all the same seed, p 1/27 each), so the interval stays > 0
+    base = [np.array([[0.1, 1], [0.2, 1]])] * 3
+    method = [b + np.array([d, 0]) for b, d in zip(base, (0.1, 0.2, 0.3))]
+    d = stats.paired_bootstrap(method, base, stats.masked_mean, n_boot=4000, seed=1,
+                               resample_seeds=True)
+    assert d['diff'] == pytest.approx(0.2)
+    assert 0.1 - 1e-12 <= d['lo'] < 0.2 < d['hi'] <= 0.3 + 1e-12
+    # the quantiles of the 10 distinct seed multisets, by hand: P(mean <= 0.1) = 1/27 > 2.5%
+    assert d['lo'] == pytest.approx(0.1) and d['hi'] == pytest.approx(0.3)
+    assert stats.verdict(d['lo'], d['hi']) == 'better'
+
+
 def test_paired_bootstrap_rejects_other_images():
     with pytest.raises(ValueError, match='same test images'):
         stats.paired_bootstrap([np.zeros((3, 2))], [np.zeros((4, 2))], stats.masked_mean)

@@ -1,5 +1,5 @@
 """Statistics of the benchmark (``tools/analysis_tools/benchmark.py``): intervals over seeds,
-paired bootstrap over test images, verdicts and the convergence rule.
+paired bootstrap over test images (and seeds), verdicts and the convergence rule.
 
 Every function is plain numpy / scipy and deterministic (the bootstrap takes its seed), so a
 report rebuilt from the same results is byte-identical.
@@ -163,15 +163,21 @@ STATISTICS: Dict[str, Statistic] = dict(
 
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
                      statistic: Statistic, n_boot: int = 2000, seed: int = 0,
-                     conf: float = 0.95) -> Dict[str, float]:
+                     conf: float = 0.95, resample_seeds: bool = False) -> Dict[str, float]:
     """Paired difference ``statistic(method) - statistic(base)``, averaged over seeds, with
-    a percentile bootstrap interval over test images.
+    a percentile bootstrap interval over test images (and seeds).
 
     ``method[s]`` / ``base[s]``: per-image arrays (n_images, k) of seed s, rows in the same
     image order for every seed and both sides (same test images). One bootstrap draw
     resamples the image indices with replacement, once for all seeds and both sides, and
-    takes mean_s [stat(method[s][idx]) - stat(base[s][idx])]. Returns ``diff`` (on all
-    images), ``lo`` / ``hi`` (the (1-conf)/2 and (1+conf)/2 quantiles of the draws).
+    takes mean_s [stat(method[s][idx]) - stat(base[s][idx])]. With ``resample_seeds`` the
+    draw also resamples the seeds with replacement (the same seeds for both sides), so the
+    interval carries the spread between training runs as well as between images: seeds and
+    test images are crossed factors, and resampling both independently is Owen's (2007)
+    pigeonhole bootstrap. Without it, a row whose seeds disagree (e.g. one run learns, two
+    collapse) gets an interval as narrow as if every seed had the mean's result.
+    Returns ``diff`` (all images and seeds), ``lo`` / ``hi`` (the (1-conf)/2 and
+    (1+conf)/2 quantiles of the draws).
     """
     if len(method) != len(base) or not len(method):
         raise ValueError(f'paired_bootstrap: {len(method)} method seeds vs {len(base)} '
@@ -193,7 +199,11 @@ def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
         # (draws, seeds, images, k) -> statistic over images -> (draws, seeds)
         dm = statistic(m[:, idx].transpose(1, 0, 2, 3))
         db = statistic(b[:, idx].transpose(1, 0, 2, 3))
-        draws[start:start + len(idx)] = (dm - db).mean(-1)
+        per_seed = dm - db
+        if resample_seeds:
+            sidx = rng.integers(0, m.shape[0], size=per_seed.shape)
+            per_seed = np.take_along_axis(per_seed, sidx, axis=-1)
+        draws[start:start + len(idx)] = per_seed.mean(-1)
     lo, hi = np.quantile(draws, [(1 - conf) / 2, (1 + conf) / 2])
     return dict(diff=diff, lo=float(lo), hi=float(hi))
 

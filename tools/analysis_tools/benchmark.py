@@ -23,9 +23,11 @@ others go on.
 (tables) and ``results.png``; twice gives byte-identical files. Statistics
 (``projects/common/stats.py``): mean +- 95% t-interval over seeds; for a method row, the
 paired difference to each baseline (same seed, fraction and test images) with a 95%
-bootstrap interval over test images (2000 draws, seed 0; set-level metrics such as COCO AP
-that do not split into per-image terms use the paired t-interval over seeds instead) and a
-verdict: better / worse / no difference at 95%; ``converged``: the validation metric moved
+bootstrap interval (2000 draws, seed 0) whose draws resample the seeds and the test images
+independently (the spec's ``bootstrap='images'``: the images alone, as the report's last
+section compares; set-level metrics such as COCO AP that do not split into per-image terms
+use the paired t-interval over seeds instead) and a verdict: better / worse / no difference
+at 95%; ``converged``: the validation metric moved
 by less than 1 point over the last 20% of the iterations.
 
 Evaluators:
@@ -89,6 +91,9 @@ from projects.common.io import atomic_write, write_json  # noqa: E402
 ROLES = ('peer', 'method')
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 N_BOOT = 2000
+# what one bootstrap draw resamples -> how the report says it
+BOOTSTRAPS = {'seeds+images': 'seeds and test images (independently)',
+              'images': 'test images (the seeds fixed)'}
 
 # evaluator -> metric -> (how the paired test is taken, the per-image key)
 EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
@@ -163,7 +168,11 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                 plot_metric=raw.get('plot_metric', metrics[0]),
                 data=raw.get('data', {}), title=raw.get('title', name),
                 notes=raw.get('notes', ''), groups=[],
-                headlines=list(raw.get('headlines', [])))
+                headlines=list(raw.get('headlines', [])),
+                bootstrap=raw.get('bootstrap', 'seeds+images'))
+    if spec['bootstrap'] not in BOOTSTRAPS:
+        raise SpecError(f'{path}: bootstrap must be one of {list(BOOTSTRAPS)}, got '
+                        f'{spec["bootstrap"]!r}')
     if spec['plot_metric'] not in metrics:
         raise SpecError(f'{path}: plot_metric {spec["plot_metric"]!r} is not in metrics')
     groups = raw.get('groups')
@@ -877,8 +886,10 @@ def _as_row_record(rec: dict, row: dict) -> dict:
     return rec
 
 
-def paired(spec: dict, method: dict, base: dict, metric: str) -> Optional[Dict[str, float]]:
-    """Paired difference of ``metric`` (method - base) over their common seeds."""
+def paired(spec: dict, method: dict, base: dict, metric: str,
+           bootstrap: Optional[str] = None) -> Optional[Dict[str, float]]:
+    """Paired difference of ``metric`` (method - base) over their common seeds; the
+    bootstrap resamples what ``bootstrap`` names (default: the spec's)."""
     seeds = sorted(set(method['seeds']) & set(base['seeds']))
     if len(seeds) < 2:
         return None
@@ -892,7 +903,9 @@ def paired(spec: dict, method: dict, base: dict, metric: str) -> Optional[Dict[s
                              f'than its baseline {base["row"]["name"]}; no paired test')
     return stats.paired_bootstrap([method['seeds'][s]['per_image'][key] for s in seeds],
                                   [base['seeds'][s]['per_image'][key] for s in seeds],
-                                  stats.STATISTICS[how], n_boot=N_BOOT, seed=0)
+                                  stats.STATISTICS[how], n_boot=N_BOOT, seed=0,
+                                  resample_seeds=(bootstrap or spec['bootstrap'])
+                                  == 'seeds+images')
 
 
 def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] = None,
@@ -998,6 +1011,43 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
     return out
 
 
+def resampling_lines(spec: dict, tables: List[dict]) -> List[str]:
+    """The verdicts that change when the bootstrap resamples the other way (seeds and
+    images vs images alone): the two choices compared, in the report."""
+    other = next(b for b in BOOTSTRAPS if b != spec['bootstrap'])
+    body, n = [], 0
+    for t in tables:
+        by_name = {r['row']['name']: r for r in t['rows']}
+        for r in t['rows']:
+            for b in r['row']['baselines']:
+                for m in spec['metrics']:
+                    if EVALUATORS[spec['task']][m][0] == 'seeds':
+                        continue
+                    d, e = paired(spec, r, by_name[b], m), paired(spec, r, by_name[b], m, other)
+                    if d is None:
+                        continue
+                    n += 1
+                    hib = m not in LOWER_IS_BETTER
+                    v, w = stats.verdict(d['lo'], d['hi'], hib), stats.verdict(e['lo'], e['hi'], hib)
+                    if v != w:
+                        body.append([f'{t["group"]["dataset"]}, {frac_tag(t["fraction"])}%',
+                                     f'`{r["row"]["name"]}` − `{b}`', m,
+                                     f'[{_signed(d["lo"])}, {_signed(d["hi"])}] {v}',
+                                     f'[{_signed(e["lo"])}, {_signed(e["hi"])}] {w}'])
+    if not n:
+        return []
+    lines = ['## Does the verdict depend on what the bootstrap resamples?', '',
+             f'Of the {n} bootstrapped comparisons above, {len(body)} {"changes its" if len(body) == 1 else "change their"} verdict when '
+             f'a draw resamples {BOOTSTRAPS[other]} instead of {BOOTSTRAPS[spec["bootstrap"]]} '
+             f'(spec key `bootstrap`). Resampling the images alone treats the seeds as fixed: '
+             'a row whose runs disagree (one learns, the others collapse) then gets an '
+             'interval as narrow as if every run had reached the mean.', '']
+    if body:
+        lines += _md_table(['data', 'method − baseline', 'metric', spec['bootstrap'], other],
+                           body) + ['']
+    return lines
+
+
 def render_report(spec: dict, tables: List[dict]) -> str:
     metrics = spec['metrics']
     lines = [f'# Benchmark `{spec["name"]}`: {spec["title"]}', '',
@@ -1016,11 +1066,12 @@ def render_report(spec: dict, tables: List[dict]) -> str:
                  'time on a shared machine' if no_cpu else '')
               + '). Cells: mean ± 95% t-interval over seeds. Paired differences: '
               'method − baseline on the same seeds, fractions and test images, 95% bootstrap '
-              f'interval over test images ({N_BOOT} draws; metrics marked * use the paired '
-              't-interval over seeds). "converged": the validation '
-              f'`{spec["converge_metric"]}` moved by < 1 point over the last 20% of the '
-              'iterations (seeds that did / seeds run).', '']
+              f'interval; a draw resamples {BOOTSTRAPS[spec["bootstrap"]]} ({N_BOOT} draws; '
+              'metrics marked * use the paired t-interval over seeds). "converged": the '
+              f'validation `{spec["converge_metric"]}` moved by < 1 point over the last 20% '
+              'of the iterations (seeds that did / seeds run).', '']
     lines += render_tables(spec, tables)
+    lines += resampling_lines(spec, tables)
     lines += ['![results](results.png)', '']
     return '\n'.join(lines)
 
