@@ -919,8 +919,9 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
         t_rows = [r for r in t['rows'] if rows is None or r['row']['name'] in rows]
         if not t_rows:
             continue
-        what = ('no labels in training' if spec['task'] == 'cluster' else
-                f'{frac_tag(t["fraction"])}% of the training labels')
+        what = {'cluster': 'no labels in training',
+                'patch': 'the labelled slides and the class proportions of the others'}.get(
+                    spec['task'], f'{frac_tag(t["fraction"])}% of the training labels')
         lines += [f'{level} {g["dataset"]}, {what}',
                   '']
         head = ['row', 'role', 'seeds', 'budget', 'converged'] + metrics
