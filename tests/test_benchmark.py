@@ -214,6 +214,9 @@ def _spec(tmp_path, body: str) -> str:
     ("task='det'\nbootstrap='seeds'\ngroups=[dict(dataset='d', rows=[dict(name='a', "
      "role='peer', config='configs/benchmarks/det_sparse.py', iters=4)])]",
      r"bootstrap must be one of \['seeds\+images', 'images'\], got 'seeds'"),
+    ("task='det'\nconverge_rule='mean'\ngroups=[dict(dataset='d', rows=[dict(name='a', "
+     "role='peer', config='configs/benchmarks/det_sparse.py', iters=4)])]",
+     r"converge_rule must be one of \['last', 'best'\], got 'mean'"),
 ])
 def test_bad_specs_name_the_entry(tmp_path, body, match):
     with pytest.raises(benchmark.SpecError, match=match):

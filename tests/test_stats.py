@@ -114,6 +114,18 @@ def test_converged_compares_the_last_fifth():
     assert stats.converged([(1000, 0.5)]) is None  # one point: nothing to judge
 
 
+def test_converged_best_so_far_for_runs_that_keep_their_best_checkpoint():
+    # a plateau with noise: 0.68 at epoch 32 (start of the last fifth of 40), 0.67 at 40 is
+    # 0.0105 apart ('last': not converged); the best so far goes 0.681 -> 0.687 (< 0.01)
+    curve = [(8, 0.51), (16, 0.64), (32, 0.681), (36, 0.687), (40, 0.6705)]
+    assert stats.converged(curve) is False
+    assert stats.converged(curve, rule='best') is True
+    # still climbing: the best so far moves 0.60 -> 0.65
+    assert stats.converged([(8, 0.5), (32, 0.60), (40, 0.65)], rule='best') is False
+    with pytest.raises(ValueError, match="rule must be 'last' or 'best'"):
+        stats.converged(curve, rule='mean')
+
+
 def test_best_threshold_takes_the_lowest_of_ties():
     assert stats.best_threshold([0.1, 0.2, 0.3], [0.5, 0.7, 0.7]) == (0.2, 0.7)
 

@@ -228,15 +228,22 @@ def verdict(lo: float, hi: float, higher_is_better: bool = True) -> str:
 
 
 def converged(curve: Sequence[Sequence[float]], tol: float = 0.01,
-              tail: float = 0.2) -> Optional[bool]:
+              tail: float = 0.2, rule: str = 'last') -> Optional[bool]:
     """Did the validation metric settle? ``curve``: (iteration, value) pairs in order.
 
     The rule: |value at the last validation - value at the validation closest to (at or
     before) (1 - tail) x the last iteration| < ``tol`` (1 point on a [0, 1] metric over
     the last 20% of training). None when the curve has fewer than 2 points in that span
-    (nothing to judge).
+    (nothing to judge). ``rule='best'`` reads the best value so far (the running maximum)
+    instead of the value itself: the rule for runs that test their best validation
+    checkpoint (``save_best``), where what must have settled is the model selected, not an
+    epoch-to-epoch validation score that moves by a few points either way.
     """
+    if rule not in ('last', 'best'):
+        raise ValueError(f"converged: rule must be 'last' or 'best', got {rule!r}")
     pts = [(float(i), float(v)) for i, v in curve]
+    if rule == 'best':
+        pts = list(zip([i for i, _ in pts], np.maximum.accumulate([v for _, v in pts])))
     if len(pts) < 2:
         return None
     last_it, last_v = pts[-1]

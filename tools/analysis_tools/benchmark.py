@@ -28,7 +28,8 @@ independently (the spec's ``bootstrap='images'``: the images alone, as the repor
 section compares; set-level metrics such as COCO AP that do not split into per-image terms
 use the paired t-interval over seeds instead) and a verdict: better / worse / no difference
 at 95%; ``converged``: the validation metric moved
-by less than 1 point over the last 20% of the iterations.
+by less than 1 point over the last 20% of the iterations (the spec's
+``converge_rule='best'``: its best value so far, for runs that test their best checkpoint).
 
 Evaluators:
 
@@ -91,6 +92,11 @@ from projects.common.io import atomic_write, write_json  # noqa: E402
 ROLES = ('peer', 'method')
 THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 N_BOOT = 2000
+# the convergence rule (stats.converged) -> what the report calls "converged"
+CONVERGE_RULES = {'last': 'the validation `{}` moved by < 1 point over the last 20% of the '
+                          'iterations',
+                  'best': 'the best validation `{}` so far (the checkpoint tested) moved by < 1 '
+                          'point over the last 20% of the training'}
 # what one bootstrap draw resamples -> how the report says it
 BOOTSTRAPS = {'seeds+images': 'seeds and test images (independently)',
               'images': 'test images (the seeds fixed)'}
@@ -169,7 +175,11 @@ def load_spec(path: str, only: Optional[Sequence[str]] = None) -> dict:
                 data=raw.get('data', {}), title=raw.get('title', name),
                 notes=raw.get('notes', ''), groups=[],
                 headlines=list(raw.get('headlines', [])),
-                bootstrap=raw.get('bootstrap', 'seeds+images'))
+                bootstrap=raw.get('bootstrap', 'seeds+images'),
+                converge_rule=raw.get('converge_rule', 'last'))
+    if spec['converge_rule'] not in CONVERGE_RULES:
+        raise SpecError(f'{path}: converge_rule must be one of {list(CONVERGE_RULES)}, got '
+                        f'{spec["converge_rule"]!r}')
     if spec['bootstrap'] not in BOOTSTRAPS:
         raise SpecError(f'{path}: bootstrap must be one of {list(BOOTSTRAPS)}, got '
                         f'{spec["bootstrap"]!r}')
@@ -751,7 +761,8 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
                 wall_s=round(time.time() - t0, 1), cpu_s=round(cpu, 1), threads=threads,
                 code=_git_rev(),
                 val_curve=curve, converge_metric=spec['converge_metric'],
-                converged=stats.converged(curve), status='ok', retest_of=run['source'],
+                converged=stats.converged(curve, rule=spec['converge_rule']), status='ok',
+                retest_of=run['source'],
                 **result)
 
 
@@ -929,7 +940,7 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
         for r in t_rows:
             recs = [r['seeds'][s] for s in sorted(r['seeds'])]
             row = r['row']
-            n_conv = sum(1 for x in recs if x['converged'])
+            n_conv = sum(1 for x in recs if is_converged(spec, x))
             cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}',
                      _budget(recs[0]) if recs else '-',
                      f'{n_conv}/{len(recs)}' if recs else '-']
@@ -1068,9 +1079,9 @@ def render_report(spec: dict, tables: List[dict]) -> str:
               + '). Cells: mean ± 95% t-interval over seeds. Paired differences: '
               'method − baseline on the same seeds, fractions and test images, 95% bootstrap '
               f'interval; a draw resamples {BOOTSTRAPS[spec["bootstrap"]]} ({N_BOOT} draws; '
-              'metrics marked * use the paired t-interval over seeds). "converged": the '
-              f'validation `{spec["converge_metric"]}` moved by < 1 point over the last 20% '
-              'of the iterations (seeds that did / seeds run).', '']
+              'metrics marked * use the paired t-interval over seeds). "converged": '
+              + CONVERGE_RULES[spec['converge_rule']].format(spec['converge_metric'])
+              + ' (seeds that did / seeds run).', '']
     lines += render_tables(spec, tables)
     lines += resampling_lines(spec, tables)
     lines += ['![results](results.png)', '']
@@ -1300,6 +1311,12 @@ def update_readmes(spec: dict, tables: List[dict], repo: str = REPO) -> List[str
     return changed
 
 
+def is_converged(spec: dict, rec: dict) -> Optional[bool]:
+    """The spec's convergence rule on the record's validation curve (recomputed, so a
+    report follows the spec's ``converge_rule`` whatever the run recorded)."""
+    return stats.converged(rec['val_curve'], rule=spec['converge_rule'])
+
+
 def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
     """How far the spec's grid is: runs expected / done / converged, CPU hours spent and
     an estimate of the hours left (each pending run costs its row's mean CPU time, else
@@ -1327,7 +1344,7 @@ def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
         else:
             unknown += 1
     return dict(spec=spec['name'], title=spec['title'], expected=len(runs), done=len(done),
-                converged=sum(bool(r.get('converged')) for r in done),
+                converged=sum(bool(is_converged(spec, r)) for r in done),
                 cpu_h_done=round(sum(r.get('cpu_s') or 0.0 for r in done) / 3600, 2),
                 cpu_h_left=round(left / 3600, 2), left_unknown=unknown)
 
