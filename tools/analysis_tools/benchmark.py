@@ -1007,7 +1007,7 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         cmd = (f'`python tools/analysis_tools/benchmark.py configs/benchmarks/'
                f'{spec["name"]}.py --report`')
         if meth is None or peer is None:
-            out.append(f'| {h["kind"]} | {h["dataset"]}, {frac_tag(t["fraction"])}% | {m} | '
+            out.append(f'| {h["kind"]} | {_data_label(spec, t)} | {m} | '
                        f'(runs pending) | | | {cmd} |')
             continue
         d = paired(spec, meth, peer, m)
@@ -1016,7 +1016,7 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         diff = '-' if d is None else (f'{_signed(d["diff"])} [{_signed(d["lo"])}, '
                                       f'{_signed(d["hi"])}] '
                                       f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
-        out.append(f'| {h["kind"]} | {h["dataset"]}, {frac_tag(t["fraction"])}% | {m} | '
+        out.append(f'| {h["kind"]} | {_data_label(spec, t)} | {m} | '
                    f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])} | '
                    f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])} | {diff} | '
                    f'{cmd} |')
@@ -1042,7 +1042,7 @@ def resampling_lines(spec: dict, tables: List[dict]) -> List[str]:
                     hib = m not in LOWER_IS_BETTER
                     v, w = stats.verdict(d['lo'], d['hi'], hib), stats.verdict(e['lo'], e['hi'], hib)
                     if v != w:
-                        body.append([f'{t["group"]["dataset"]}, {frac_tag(t["fraction"])}%',
+                        body.append([_data_label(spec, t),
                                      f'`{r["row"]["name"]}` − `{b}`', m,
                                      f'[{_signed(d["lo"])}, {_signed(d["hi"])}] {v}',
                                      f'[{_signed(e["lo"])}, {_signed(e["hi"])}] {w}'])
@@ -1088,6 +1088,14 @@ def render_report(spec: dict, tables: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def _data_label(spec: dict, table: dict) -> str:
+    """'synthetic, 30%' (the data set and its label fraction); the data set alone where the
+    spec does not thin the labels (patch and cluster tasks: the fraction is always 1)."""
+    if spec['task'] in ('patch', 'cluster'):
+        return table['group']['dataset']
+    return f'{table["group"]["dataset"]}, {frac_tag(table["fraction"])}%'
+
+
 def _budget(rec: dict) -> str:
     unit, n = rec['budget']
     return f'{n} {"it" if unit == "iters" else "ep"}'
@@ -1121,7 +1129,7 @@ def plot_report(spec: dict, tables: List[dict], path: str) -> None:
                             capsize=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=60, ha='right', fontsize=7)
-        ax.set_title(f'{t["group"]["dataset"]}, {frac_tag(t["fraction"])}%', fontsize=9)
+        ax.set_title(_data_label(spec, t), fontsize=9)
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
     fig.suptitle(f'{spec["name"]}: {m} (blue: zoo peers, orange: methods; 95% CI)',
