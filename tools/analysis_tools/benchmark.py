@@ -12,10 +12,10 @@ every fraction and seed of its group by ``tools/train.py`` in a child process (t
 ``iters`` with the schedule rescaled, ``SparsifyAnnotations`` of the training and
 validation pipelines set to the fraction and seed, the test pipeline complete), validated
 ten times on the (incomplete) validation labels for the convergence rule, then tested by
-``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (below). Each finished run appends one JSON line to
-``docs/benchmarks/<spec>/runs.jsonl``: run key, config path and the SHA-256 of the
-resolved config, every metric, the per-image terms of the paired test, the validation
-curve, iterations, wall time and whether it converged. ``--resume`` skips runs whose line
+``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (below). Each
+finished run appends one JSON line to ``docs/benchmarks/<spec>/runs.jsonl``: run key,
+config path and the SHA-256 of the resolved config, every metric, the per-image terms of
+the paired test, the validation curve, iterations, wall time and whether it converged. ``--resume`` skips runs whose line
 has the same config hash; a crashed run is reported (``work_dir/failures.json``) and the
 others go on.
 
@@ -27,9 +27,9 @@ bootstrap interval (2000 draws, seed 0) whose draws resample the seeds and the t
 independently (the spec's ``bootstrap='images'``: the images alone, as the report's last
 section compares; set-level metrics such as COCO AP that do not split into per-image terms
 use the paired t-interval over seeds instead) and a verdict: better / worse / no difference
-at 95%; ``converged``: the validation metric moved
-by less than 1 point over the last 20% of the iterations (the spec's
-``converge_rule='best'``: its best value so far, for runs that test their best checkpoint).
+at 95%; ``converged``: the validation metric moved by less than 1 point over the last 20%
+of the iterations (the spec's ``converge_rule='best'``: its best value so far, for runs
+that test their best checkpoint).
 
 Evaluators:
 
@@ -1013,9 +1013,9 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         d = paired(spec, meth, peer, m)
         mv = stats.summarise_seeds([x['metrics'][m] for x in meth['seeds'].values()])
         pv = stats.summarise_seeds([x['metrics'][m] for x in peer['seeds'].values()])
-        diff = '-' if d is None else (f'{_signed(d["diff"])} [{_signed(d["lo"])}, '
-                                      f'{_signed(d["hi"])}] '
-                                      f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
+        diff = '-' if d is None else (
+            f'{_signed(d["diff"])} [{_signed(d["lo"])}, {_signed(d["hi"])}] '
+            f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
         out.append(f'| {h["kind"]} | {_data_label(spec, t)} | {m} | '
                    f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])} | '
                    f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])} | {diff} | '
@@ -1040,7 +1040,8 @@ def resampling_lines(spec: dict, tables: List[dict]) -> List[str]:
                         continue
                     n += 1
                     hib = m not in LOWER_IS_BETTER
-                    v, w = stats.verdict(d['lo'], d['hi'], hib), stats.verdict(e['lo'], e['hi'], hib)
+                    v = stats.verdict(d['lo'], d['hi'], hib)
+                    w = stats.verdict(e['lo'], e['hi'], hib)
                     if v != w:
                         body.append([_data_label(spec, t),
                                      f'`{r["row"]["name"]}` − `{b}`', m,
@@ -1048,8 +1049,9 @@ def resampling_lines(spec: dict, tables: List[dict]) -> List[str]:
                                      f'[{_signed(e["lo"])}, {_signed(e["hi"])}] {w}'])
     if not n:
         return []
+    change = 'changes its' if len(body) == 1 else 'change their'
     lines = ['## Does the verdict depend on what the bootstrap resamples?', '',
-             f'Of the {n} bootstrapped comparisons above, {len(body)} {"changes its" if len(body) == 1 else "change their"} verdict when '
+             f'Of the {n} bootstrapped comparisons above, {len(body)} {change} verdict when '
              f'a draw resamples {BOOTSTRAPS[other]} instead of {BOOTSTRAPS[spec["bootstrap"]]} '
              f'(spec key `bootstrap`). Resampling the images alone treats the seeds as fixed: '
              'a row whose runs disagree (one learns, the others collapse) then gets an '
