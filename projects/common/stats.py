@@ -104,11 +104,13 @@ def _contingency(values: np.ndarray) -> np.ndarray:
     if v.shape[-1] != 2 or v.size == 0 or (v < 0).any():
         raise ValueError('cluster statistics take (cluster, class) pairs of ids >= 0, got '
                          f'shape {v.shape}')
-    v = v.astype(np.int64)
+    v = v.astype(np.int64, copy=False)
     k, j = int(v[..., 0].max()) + 1, int(v[..., 1].max()) + 1
     flat = (v[..., 0] * j + v[..., 1]).reshape(-1, v.shape[-2])
-    counts = np.stack([np.bincount(f, minlength=k * j) for f in flat]).astype(np.float64)
-    return counts.reshape(v.shape[:-2] + (k, j))
+    # one bincount for every leading index at once: cell ids offset by k*j per index
+    flat = flat + (np.arange(flat.shape[0]) * (k * j))[:, None]
+    counts = np.bincount(flat.reshape(-1), minlength=flat.shape[0] * k * j)
+    return counts.astype(np.float64).reshape(v.shape[:-2] + (k, j))
 
 
 def cluster_purity(values: np.ndarray) -> np.ndarray:
@@ -161,6 +163,13 @@ STATISTICS: Dict[str, Statistic] = dict(
     cluster_f_score=cluster_f_score, classification_f_score=classification_f_score)
 
 
+def _per_image_array(per_seed: Sequence[np.ndarray]) -> np.ndarray:
+    """(seeds, images, k): integer terms (counts, id pairs) stay integer, so the statistics
+    need not convert every bootstrap draw back; anything else is float64."""
+    x = np.stack([np.asarray(a) for a in per_seed])
+    return x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float64)
+
+
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
                      statistic: Statistic, n_boot: int = 2000, seed: int = 0,
                      conf: float = 0.95, resample_seeds: bool = False) -> Dict[str, float]:
@@ -182,8 +191,7 @@ def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
     if len(method) != len(base) or not len(method):
         raise ValueError(f'paired_bootstrap: {len(method)} method seeds vs {len(base)} '
                          'baseline seeds; they must be the same, non-empty set')
-    m = np.stack([np.asarray(a, np.float64) for a in method])
-    b = np.stack([np.asarray(a, np.float64) for a in base])
+    m, b = _per_image_array(method), _per_image_array(base)
     if m.shape != b.shape:
         raise ValueError(f'paired_bootstrap: per-image arrays {m.shape} vs {b.shape}: the '
                          'two sides must be scored on the same test images')

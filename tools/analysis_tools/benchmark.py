@@ -15,9 +15,9 @@ ten times on the (incomplete) validation labels for the convergence rule, then t
 ``tools/test.py`` (``--out`` predictions) and scored by the spec's evaluator (below). Each
 finished run appends one JSON line to ``docs/benchmarks/<spec>/runs.jsonl``: run key,
 config path and the SHA-256 of the resolved config, every metric, the per-image terms of
-the paired test, the validation curve, iterations, wall time and whether it converged. ``--resume`` skips runs whose line
-has the same config hash; a crashed run is reported (``work_dir/failures.json``) and the
-others go on.
+the paired test, the validation curve, iterations, wall time and whether it converged.
+``--resume`` skips runs whose line has the same config hash; a crashed run is reported
+(``work_dir/failures.json``) and the others go on.
 
 ``--report`` reads ``runs.jsonl`` alone and writes ``docs/benchmarks/<spec>/README.md``
 (tables) and ``results.png``; twice gives byte-identical files. Statistics
@@ -97,6 +97,10 @@ CONVERGE_RULES = {'last': 'the validation `{}` moved by < 1 point over the last 
                           'iterations',
                   'best': 'the best validation `{}` so far (the checkpoint tested) moved by < 1 '
                           'point over the last 20% of the training'}
+# tasks whose labels the benchmark does not thin (the fraction is always 1) -> what their
+# training saw, for the table headings
+UNTHINNED = dict(cluster='no labels in training',
+                 patch='the labelled slides and the class proportions of the others')
 # what one bootstrap draw resamples -> how the report says it
 BOOTSTRAPS = {'seeds+images': 'seeds and test images (independently)',
               'images': 'test images (the seeds fixed)'}
@@ -900,7 +904,19 @@ def _as_row_record(rec: dict, row: dict) -> dict:
 def paired(spec: dict, method: dict, base: dict, metric: str,
            bootstrap: Optional[str] = None) -> Optional[Dict[str, float]]:
     """Paired difference of ``metric`` (method - base) over their common seeds; the
-    bootstrap resamples what ``bootstrap`` names (default: the spec's)."""
+    bootstrap resamples what ``bootstrap`` names (default: the spec's). Computed once per
+    (baseline, metric, bootstrap) and kept on the method's table row: the report, the
+    README blocks, the headlines and the resampling comparison all read the same result."""
+    bootstrap = bootstrap or spec['bootstrap']
+    memo = method.setdefault('paired', {})
+    slot = (base['row']['name'], metric, bootstrap)
+    if slot not in memo:
+        memo[slot] = _paired(spec, method, base, metric, bootstrap)
+    return memo[slot]
+
+
+def _paired(spec: dict, method: dict, base: dict, metric: str,
+            bootstrap: str) -> Optional[Dict[str, float]]:
     seeds = sorted(set(method['seeds']) & set(base['seeds']))
     if len(seeds) < 2:
         return None
@@ -915,8 +931,7 @@ def paired(spec: dict, method: dict, base: dict, metric: str,
     return stats.paired_bootstrap([method['seeds'][s]['per_image'][key] for s in seeds],
                                   [base['seeds'][s]['per_image'][key] for s in seeds],
                                   stats.STATISTICS[how], n_boot=N_BOOT, seed=0,
-                                  resample_seeds=(bootstrap or spec['bootstrap'])
-                                  == 'seeds+images')
+                                  resample_seeds=bootstrap == 'seeds+images')
 
 
 def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] = None,
@@ -930,9 +945,8 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
         t_rows = [r for r in t['rows'] if rows is None or r['row']['name'] in rows]
         if not t_rows:
             continue
-        what = {'cluster': 'no labels in training',
-                'patch': 'the labelled slides and the class proportions of the others'}.get(
-                    spec['task'], f'{frac_tag(t["fraction"])}% of the training labels')
+        what = UNTHINNED.get(spec['task'],
+                             f'{frac_tag(t["fraction"])}% of the training labels')
         lines += [f'{level} {g["dataset"]}, {what}',
                   '']
         head = ['row', 'role', 'seeds', 'budget', 'converged'] + metrics
@@ -1093,7 +1107,7 @@ def render_report(spec: dict, tables: List[dict]) -> str:
 def _data_label(spec: dict, table: dict) -> str:
     """'synthetic, 30%' (the data set and its label fraction); the data set alone where the
     spec does not thin the labels (patch and cluster tasks: the fraction is always 1)."""
-    if spec['task'] in ('patch', 'cluster'):
+    if spec['task'] in UNTHINNED:
         return table['group']['dataset']
     return f'{table["group"]["dataset"]}, {frac_tag(table["fraction"])}%'
 
