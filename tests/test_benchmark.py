@@ -251,6 +251,32 @@ def test_report_compares_what_the_bootstrap_resamples():
         benchmark.resampling_lines(spec, tables))
 
 
+def test_headline_takes_complete_rows_and_says_which_did_not_converge():
+    """A row with 2 of its 3 seeds does not make the headline, even with the best mean; a
+    headline row whose runs did not all converge says how many did."""
+    flat, rising = [[80, 0.5], [100, 0.5]], [[80, 0.3], [100, 0.5]]
+
+    def row(name, role, values, curves, seeds=(0, 1, 2)):
+        recs = {s: dict(images=['a', 'b'], metrics=dict(Dice_obj=float(np.mean(v))),
+                        per_image=dict(Dice_obj=[[x, 1] for x in v]), val_curve=c)
+                for s, v, c in zip(seeds, values, curves)}
+        return dict(row=dict(name=name, role=role, baselines=['unet'], where=name, seeds=[0, 1, 2],
+                             same_as=None), seeds=recs)
+
+    base = [[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]
+    tables = [dict(group=dict(dataset='toy'), fraction=0.3, rows=[
+        row('unet', 'peer', base, [flat] * 3),
+        row('m', 'method', [[v + 0.5 for v in b] for b in base], [flat, rising, flat]),
+        row('half', 'method', [[0.9, 0.9], [0.9, 0.9]], [flat] * 2, seeds=(0, 1))])]
+    spec = dict(task='seg', name='toy', path='toy.py', metrics=['Dice_obj'],
+                bootstrap='seeds+images', converge_rule='last',
+                headlines=[dict(kind='masks', dataset='toy', fraction=0.3, metric='Dice_obj')])
+    line, = benchmark.headline_lines(spec, tables)
+    # m: 0.7 on every seed (CI 0); unet 0.2; the difference +0.5 in every draw
+    assert line.startswith('| masks | toy, 30% | Dice_obj | `m` 0.700 ± 0.000 (2/3 converged) '
+                           '| `unet` 0.200 ± 0.000 | +0.500 [+0.500, +0.500] better |'), line
+
+
 def test_published_specs_load():
     for path in sorted(glob.glob(osp.join(benchmark.REPO, 'configs', 'benchmarks', '*.py'))):
         spec = benchmark.load_spec(path)

@@ -106,6 +106,9 @@ def test_cluster_benchmark(tmp_path, tiny_cells):
         assert [p[0] for p in rec['val_curve']] == [3, 6]
     text = open(osp.join(res, 'README.md')).read()
     assert '`infogan` − `pixels`' in text and '`infogan` − `hog`' in text
+    # k-means / SVM on the raw crops train nothing: no budget, no convergence of their own
+    assert '| `pixels` | peer | 2/2 | n/a | n/a |' in text
+    assert '| `infogan` | method | 2/2 | 2 ep |' in text
     # the entropy verdict reads lower as better
     tables = benchmark.collect(benchmark.load_spec(str(spec)),
                                benchmark.read_runs(osp.join(res, 'runs.jsonl')))

@@ -147,6 +147,9 @@ OPERATING_POINTS = dict(
     **{op: ('cluster', {**{m: f'{m}@kmeans_{op}' for m in ('purity', 'entropy', 'f_score')},
                         'svm_f_score': f'svm_f_score@svm_{op}'})
        for op in ('pixels', 'hog')})
+# operating points whose numbers do not depend on the source's training (k-means / SVM on
+# the raw crops): no budget, no convergence of their own
+UNTRAINED = ('pixels', 'hog')
 
 
 # --------------------------------------------------------------------------- the spec
@@ -954,10 +957,12 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
         for r in t_rows:
             recs = [r['seeds'][s] for s in sorted(r['seeds'])]
             row = r['row']
-            n_conv = sum(1 for x in recs if is_converged(spec, x))
-            cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}',
-                     _budget(recs[0]) if recs else '-',
-                     f'{n_conv}/{len(recs)}' if recs else '-']
+            cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}']
+            if row.get('operating_point') in UNTRAINED:
+                cells += ['n/a', 'n/a']
+            else:
+                cells += [_budget(recs[0]) if recs else '-',
+                          f'{_n_converged(spec, r)}/{len(recs)}' if recs else '-']
             for m in metrics:
                 vals = [x['metrics'][m] for x in recs]
                 if not vals:
@@ -992,7 +997,9 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
 def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
     """For each ``headlines`` entry of the spec (kind of label, data set, fraction, metric;
     optional ``methods`` / ``peers``: the rows to choose from): the best method row against
-    the best peer row, by mean ``metric``, with the paired interval and verdict."""
+    the best peer row, by mean ``metric``, with the paired interval and verdict. Only rows
+    with all their seeds compete (a row half-run is not a headline); a row whose runs did
+    not all converge says how many did."""
     out = []
     for h in spec['headlines']:
         t = next((t for t in tables if t['group']['dataset'] == h['dataset']
@@ -1008,7 +1015,8 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
             allowed = h.get('methods' if role == 'method' else 'peers')
             # an operating-point row is the same model as its source: it competes only
             # on the metrics its threshold changes
-            done = [r for r in t['rows'] if r['row']['role'] == role and len(r['seeds']) >= 2
+            done = [r for r in t['rows'] if r['row']['role'] == role
+                    and len(r['seeds']) >= max(2, len(r['row']['seeds']))
                     and (allowed is None or r['row']['name'] in allowed)
                     and (not r['row']['same_as']
                          or m in OPERATING_POINTS[r['row']['operating_point']][1])]
@@ -1027,13 +1035,14 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         d = paired(spec, meth, peer, m)
         mv = stats.summarise_seeds([x['metrics'][m] for x in meth['seeds'].values()])
         pv = stats.summarise_seeds([x['metrics'][m] for x in peer['seeds'].values()])
+        conv = {k: _unconverged_note(spec, r) for k, r in (('m', meth), ('p', peer))}
         diff = '-' if d is None else (
             f'{_signed(d["diff"])} [{_signed(d["lo"])}, {_signed(d["hi"])}] '
             f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
         out.append(f'| {h["kind"]} | {_data_label(spec, t)} | {m} | '
-                   f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])} | '
-                   f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])} | {diff} | '
-                   f'{cmd} |')
+                   f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])}{conv["m"]} | '
+                   f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])}{conv["p"]} | '
+                   f'{diff} | {cmd} |')
     return out
 
 
@@ -1097,7 +1106,10 @@ def render_report(spec: dict, tables: List[dict]) -> str:
               f'interval; a draw resamples {BOOTSTRAPS[spec["bootstrap"]]} ({N_BOOT} draws; '
               'metrics marked * use the paired t-interval over seeds). "converged": '
               + CONVERGE_RULES[spec['converge_rule']].format(spec['converge_metric'])
-              + ' (seeds that did / seeds run).', '']
+              + ' (seeds that did / seeds run)'
+              + ('; n/a: rows computed on the raw crops, which train nothing'
+                 if any(r.get('operating_point') in UNTRAINED
+                        for g in spec['groups'] for r in g['rows']) else '') + '.', '']
     lines += render_tables(spec, tables)
     lines += resampling_lines(spec, tables)
     lines += ['![results](results.png)', '']
@@ -1339,6 +1351,19 @@ def is_converged(spec: dict, rec: dict) -> Optional[bool]:
     """The spec's convergence rule on the record's validation curve (recomputed, so a
     report follows the spec's ``converge_rule`` whatever the run recorded)."""
     return stats.converged(rec['val_curve'], rule=spec['converge_rule'])
+
+
+def _n_converged(spec: dict, r: dict) -> int:
+    """How many of a table row's runs converged."""
+    return sum(1 for x in r['seeds'].values() if is_converged(spec, x))
+
+
+def _unconverged_note(spec: dict, r: dict) -> str:
+    """' (k/n converged)' for a trained row whose runs did not all converge, else ''."""
+    n = _n_converged(spec, r)
+    if n == len(r['seeds']) or r['row'].get('operating_point') in UNTRAINED:
+        return ''
+    return f' ({n}/{len(r["seeds"])} converged)'
 
 
 def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
