@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from projects.common.io import read_image, read_instance_map, read_points
-from projects.common.layout import LayoutWriter, check_box_size, track
+from projects.common.layout import LayoutWriter, check_box_size, seeded_split, track
 
 CLASSES = ('tumour', 'lymphocyte')
 H, W = 6, 8
@@ -191,3 +191,16 @@ def test_track_yields_every_item_once_in_order():
     assert list(track(['a', 'b'], enabled=False)) == ['a', 'b']
     assert list(track(iter(['a', 'b', 'c']))) == ['a', 'b', 'c']  # a generator is listed
     assert list(track([])) == []  # no bar for nothing
+
+
+def test_seeded_split_hands_out_the_permutation_in_order():
+    """The converters' split: over the sorted ids, the seeded permutation's first k go to
+    the first named split, the next to the second, the rest to train."""
+    ids = ['e', 'a', 'd', 'c', 'b', 'f']
+    perm = np.random.default_rng(3).permutation(6)  # indices into ['a', ..., 'f']
+    order = ['abcdef'[i] for i in perm]
+    out = seeded_split(ids, [('test', 2), ('val', 1)], 3)
+    assert out == dict(train=sorted(order[3:]), test=sorted(order[:2]), val=[order[2]])
+    # the first split is nested in a larger one; the input order does not matter
+    assert set(out['test']) < set(seeded_split(ids[::-1], [('test', 4)], 3)['test'])
+    assert seeded_split(ids, [('val', 0)], 3) == dict(train=sorted(ids), val=[])

@@ -28,7 +28,7 @@ import numpy as np
 from projects.common.instances import box_centres, instance_geometry
 from projects.common.io import write_image, write_instance_map, write_json, write_points
 
-__all__ = ['LAYOUT_DIRS', 'POINT_MODES', 'LayoutWriter', 'check_box_size', 'track']
+__all__ = ['LAYOUT_DIRS', 'POINT_MODES', 'LayoutWriter', 'check_box_size', 'seeded_split', 'track']
 
 LAYOUT_DIRS: tuple = ('images', 'annotations', 'img_dir', 'ann_dir', 'inst_dir', 'points')
 POINT_MODES: tuple = ('centroid', 'bbox')
@@ -51,6 +51,24 @@ def split_count(fraction: float, n: int) -> int:
     ``fraction > 0`` (the converters' seeded splits)."""
     k = int(np.floor(fraction * n + 0.5))
     return max(k, 1) if fraction > 0 else 0
+
+
+def seeded_split(ids: Sequence[str], sizes: Sequence[Tuple[str, int]],
+                 seed: int) -> Dict[str, List[str]]:
+    """The converters' seeded split: over the sorted ``ids``, ``default_rng(seed)
+    .permutation`` hands its first ``sizes[0][1]`` ids to split ``sizes[0][0]``, the next
+    ``sizes[1][1]`` to ``sizes[1][0]`` and so on; the rest go to ``train``. Each split is
+    sorted. The sizes are the caller's (checked against ``len(ids)`` there, with its own
+    option names)."""
+    ids = sorted(ids)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    out, start, taken = {}, 0, set()
+    for name, k in sizes:
+        chosen = {ids[i] for i in perm[start:start + k]}
+        out[name] = [i for i in ids if i in chosen]
+        taken |= chosen
+        start += k
+    return dict(train=[i for i in ids if i not in taken], **out)
 
 
 def track(items: Iterable, enabled: bool = True) -> Iterable:

@@ -76,7 +76,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from projects.common.io import read_image, read_rgb_uint8
-from projects.common.layout import LayoutWriter, split_count, track
+from projects.common.layout import LayoutWriter, seeded_split, split_count, track
 
 CLASSES = ('nucleus', )
 LABELED_SPLITS = ('train', 'val', 'test')
@@ -207,11 +207,7 @@ def split_ids(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0,
     n = len(ids)
     n_val = min(split_count(val_fraction, n), max(n - 1, 0))  # train keeps one image
     n_test = min(split_count(test_fraction, n), max(n - 1 - n_val, 0))
-    perm = np.random.default_rng(seed).permutation(n)
-    val = {ids[i] for i in perm[:n_val]}
-    test = {ids[i] for i in perm[n_val:n_val + n_test]}
-    return dict(train=[i for i in ids if i not in val and i not in test],
-                val=[i for i in ids if i in val], test=[i for i in ids if i in test])
+    return seeded_split(ids, [('val', n_val), ('test', n_test)], seed)
 
 
 def convert(root: str, out: str, val_fraction: float = 0.1, seed: int = 0,

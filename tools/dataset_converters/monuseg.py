@@ -73,7 +73,7 @@ import numpy as np
 from skimage.draw import polygon as draw_polygon
 
 from projects.common.io import read_rgb_uint8
-from projects.common.layout import LayoutWriter, check_box_size, track
+from projects.common.layout import LayoutWriter, check_box_size, seeded_split, track
 
 CLASSES = ('nucleus', )
 IMAGE_EXTS = ('.tif', '.tiff', '.png')
@@ -219,9 +219,7 @@ def split_train_val(ids: Sequence[str], num_val: int = 0, seed: int = 0) -> Dict
             not 0 <= num_val <= max(len(ids) - 1, 0):
         raise ValueError(f'--num-val must be an int in [0, {max(len(ids) - 1, 0)}] (train '
                          f'keeps one of the {len(ids)} labelled images), got {num_val!r}')
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    val = {ids[i] for i in perm[:num_val]}
-    return dict(train=[i for i in ids if i not in val], val=[i for i in ids if i in val])
+    return seeded_split(ids, [('val', num_val)], seed)
 
 
 def convert(out: str, train_root: Optional[str] = None, test_root: Optional[str] = None,

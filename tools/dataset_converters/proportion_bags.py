@@ -51,7 +51,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from projects.common.io import read_image, read_rgb_uint8, write_image, write_json
-from projects.common.layout import split_count
+from projects.common.layout import seeded_split, split_count
 from projects.negative_pseudo_labels.bags import (NoPatchError, patch_grid, prepare_out_dir,
                                                   read_ratio_csv, tissue_grid, tissue_mask,
                                                   write_bag_json)
@@ -156,11 +156,7 @@ def split_labelled(names: Sequence[str], val_fraction: float, test_fraction: flo
     if n_test + n_val >= n:
         raise ValueError(f'{n} labelled slides cannot give {n_test} test and {n_val} val slides '
                          f'and keep one for training; lower --val-fraction / --test-fraction')
-    perm = np.random.default_rng(seed).permutation(n)
-    test = {names[i] for i in perm[:n_test]}
-    val = {names[i] for i in perm[n_test:n_test + n_val]}
-    return dict(train=[s for s in names if s not in test and s not in val],
-                val=sorted(val), test=sorted(test))
+    return seeded_split(names, [('test', n_test), ('val', n_val)], seed)
 
 
 def _place_image(src: str, dst: str, link: bool) -> None:
