@@ -91,14 +91,30 @@ def test_cluster_benchmark(tmp_path, tiny_cells):
         model = load_model(Config.fromfile(osp.join(child, 'config.py')),
                            osp.join(child, rec['checkpoint']))
 
-        def d_features(crops):
+        def forward(crops, head):
             x = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2)
             with torch.no_grad():
                 x = model.data_preprocessor(dict(inputs=list(x)), False)['inputs']
-                return model.extract_features(x).numpy()
+                return getattr(model, head)(x).numpy()
 
+        d_features = lambda c: forward(c, 'extract_features')  # noqa: E731
         assert set(rec['extra']) == {'svm_warnings@pixels', 'svm_warnings@hog',
-                                     'svm_warnings@d'}
+                                     'svm_warnings@d', 'orientation_agreement',
+                                     'orientation_chance', 'orientation_all_agree'}
+        # item 11's diagnostics: k-means on Q's own features; argmax Q of each test crop
+        # under the 7 other symmetries of the square (np.rot90 / np.fliplr here)
+        km = KMeans(5, init='k-means++', n_init=10, random_state=rec['seed'])
+        km.fit(forward(train['crops'], 'q_features'))
+        want = cluster_scores(km.predict(forward(test['crops'], 'q_features'))[lab],
+                              test['labels'][lab])
+        assert rec['metrics']['purity@kmeans_q'] == pytest.approx(want['purity'])
+        views = [forward(np.stack([np.rot90(f(c), r) for c in test['crops']]), 'q_logits')
+                 .argmax(1) for f in (lambda c: c, np.fliplr) for r in range(4)]
+        same = np.array([v == views[0] for v in views[1:]])
+        assert rec['extra']['orientation_agreement'] == pytest.approx(same.mean())
+        assert rec['extra']['orientation_all_agree'] == pytest.approx(same.all(0).mean())
+        p = np.bincount(np.concatenate(views)) / (8 * len(test['crops']))
+        assert rec['extra']['orientation_chance'] == pytest.approx((p ** 2).sum())
         assert rec['metrics']['svm_f_score'] == pytest.approx(
             svm_f1(d_features(train['crops']), d_features(test['crops']), rec['seed']))
         # validated after each epoch; mmengine logs the iteration (3 per epoch: 12 crops,
@@ -125,3 +141,27 @@ def test_cluster_benchmark(tmp_path, tiny_cells):
         assert rec['metrics']['purity'] == rec['metrics']['purity@kmeans_pixels']
         assert rec['metrics']['svm_f_score'] == rec['metrics']['svm_f_score@svm_pixels']
     assert glob.glob(osp.join(res, 'results.png'))
+    assert '| `infogan` | 2/2 |' in text.split('## What does the categorical code encode?')[1]
+
+    # --rescore: a record made before the evaluator measured the diagnostics gets them
+    # back from the run folder, in place, and nothing else changes ...
+    path = osp.join(res, 'runs.jsonl')
+    lines = open(path).read().splitlines()
+    old = json.loads(lines[0])
+    stripped = dict(old, extra={k: v for k, v in old['extra'].items()
+                                if not k.startswith('orientation')},
+                    metrics={k: v for k, v in old['metrics'].items() if '@kmeans_q' not in k})
+    open(path, 'w').write('\n'.join([json.dumps(stripped)] + lines[1:]) + '\n')
+    args = [str(spec), '--results-dir', res, '--work-dir', work]
+    assert benchmark.main(args + ['--rescore']) == dict(rescored=2)
+    again = [json.loads(line) for line in open(path)]
+    assert [r['key'] for r in again] == [r['key'] for r in recs]
+    assert again[0]['extra'] == old['extra'] and again[0]['metrics'] == pytest.approx(
+        old['metrics'])
+    # ... and a recorded number the evaluator does not reproduce is an error, unwritten
+    again[1]['metrics']['purity'] += 0.1
+    open(path, 'w').write(''.join(json.dumps(r) + '\n' for r in again))
+    before = open(path).read()
+    with pytest.raises(ValueError, match=r'cells/frac100/infogan/seed\d.*changes purity'):
+        benchmark.main(args + ['--rescore'])
+    assert open(path).read() == before

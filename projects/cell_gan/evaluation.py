@@ -23,7 +23,7 @@ __all__ = ['HOG_ORIENTATIONS', 'HOG_PIXELS_PER_CELL', 'HOG_CELLS_PER_BLOCK', 'SV
            'pixel_features', 'hog_features', 'kmeans_clusters', 'svm_predict',
            'weighted_prf', 'binary_prf', 'cell_proportions', 'kmeans_image_classifier',
            'cross_validate_images', 'confusion_table', 'summarise', 'view_agreement',
-           'read_cells', 'load_model', 'q_and_features']
+           'orientation_agreement', 'read_cells', 'load_model', 'q_and_features']
 
 #: HOG on the grey 32x32 crop: 9 orientations, 4x4-px cells, 2x2-cell blocks (L2-Hys)
 #: -> 7 x 7 blocks x 4 cells x 9 = 1764-d, the standard setting closest to the 2048-d
@@ -274,6 +274,19 @@ def view_agreement(view_clusters: np.ndarray, names: Optional[Sequence[str]] = N
                 per_view={str(n): float(s) for n, s in zip(names[1:], same.mean(axis=1))},
                 chance=float((p ** 2).sum()), num_views=int(v.shape[0]),
                 num_crops=int(v.shape[1]))
+
+
+def orientation_agreement(model, crops: np.ndarray, clusters: np.ndarray, batch: int,
+                          progress: bool = True) -> dict:
+    """argmax Q of the crops under the 8 symmetries of the square, scored by
+    :func:`view_agreement` (view 0 = the crops as given, whose ``clusters`` are known)."""
+    from projects.cell_gan.dataset import DIHEDRAL_NAMES, dihedral
+    views = [np.asarray(clusters, np.int64)]
+    for k in range(1, 8):
+        turned = np.stack([dihedral(c, k) for c in crops])
+        views.append(q_and_features(model, turned, batch, progress, features=False)[0]
+                     .argmax(1))
+    return view_agreement(np.stack(views), DIHEDRAL_NAMES)
 
 
 def read_cells(path: str, crop_size: int, progress: bool = True,

@@ -4,6 +4,7 @@
         [--work-dir work_dirs/benchmarks] [--jobs 2] [--resume] [--only NAME ...]
         [--datasets NAME ...] [--fractions F ...] [--seeds S ...]
     python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py --report
+    python tools/analysis_tools/benchmark.py configs/benchmarks/cellgan.py --rescore
 
 A SPEC (an mmengine config under ``configs/benchmarks/``) lists runs in ``groups``: each
 group is a data set with its label fractions and its rows (name, config, role ``peer`` or
@@ -17,7 +18,9 @@ finished run appends one JSON line to ``docs/benchmarks/<spec>/runs.jsonl``: run
 config path and the SHA-256 of the resolved config, every metric, the per-image terms of
 the paired test, the validation curve, iterations, wall time and whether it converged.
 ``--resume`` skips runs whose line has the same config hash; a crashed run is reported
-(``work_dir/failures.json``) and the others go on.
+(``work_dir/failures.json``) and the others go on. ``--rescore`` scores the recorded runs
+again from their run folders (predictions, checkpoint) when the evaluator has learnt to
+measure more, and adds it to the records; it refuses to change a number already recorded.
 
 ``--report`` reads ``runs.jsonl`` alone and writes ``docs/benchmarks/<spec>/README.md``
 (tables) and ``results.png``; twice gives byte-identical files. Statistics
@@ -130,7 +133,7 @@ EVALUATORS: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = dict(
         'mIoU': ('confusion_miou', 'confusion'),
     },
     cluster={**{f'{m}{at}': (f'cluster_{m}', f'pairs{at}')
-                for at in ('', '@kmeans_pixels', '@kmeans_hog')
+                for at in ('', '@kmeans_pixels', '@kmeans_hog', '@kmeans_q')
                 for m in ('purity', 'entropy', 'f_score')},
              **{f'svm_f_score{at}': ('classification_f_score', f'svm_pairs{at}')
                 for at in ('', '@svm_pixels', '@svm_hog')}})
@@ -480,15 +483,19 @@ def read_runs(path: str) -> Dict[str, dict]:
 _LOCK = threading.Lock()
 
 
-def append_run(path: str, record: dict) -> None:
-    """Add ``record``, replacing any earlier line of the same key (atomic rewrite; a
-    corrupt file is an error, never silently rewritten)."""
+def append_run(path: str, record: dict, in_place: bool = False) -> None:
+    """Add ``record``, replacing any earlier line of the same key: at the end, or with
+    ``in_place`` where that line was (atomic rewrite; a corrupt file is an error, never
+    silently rewritten)."""
     with _LOCK:
-        kept = [r for k, r in read_runs(path).items() if k != record['key']]
+        runs = read_runs(path)
+        if not in_place:
+            runs.pop(record['key'], None)
+        runs[record['key']] = record
 
         def write(tmp: str) -> None:
             with open(tmp, 'w') as f:
-                for r in kept + [record]:
+                for r in runs.values():
                     f.write(json.dumps(r, sort_keys=True, separators=(',', ':')) + '\n')
 
         os.makedirs(osp.dirname(path), exist_ok=True)
@@ -640,13 +647,16 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
     2018, Table II): k-means (K = Q's categories, the run's seed) on raw pixels and on HOG,
     fitted on the training crops. With the run's checkpoint ``ckpt``, also Table I: an
     L2-SVM trained on the labelled training crops' D features (sect. IV-C), and on their
-    pixels and HOG, scored on the labelled test crops (support-weighted F-score). Per-crop
-    terms: (cluster, class) and (predicted class, class) pairs of each."""
+    pixels and HOG, scored on the labelled test crops (support-weighted F-score); and the
+    diagnostics of what c encodes: k-means on Q's own features (``*@kmeans_q``) and the
+    agreement of argmax Q under the 8 rotations / flips of each test crop (``extra``).
+    Per-crop terms: (cluster, class) and (predicted class, class) pairs of each."""
     import importlib
     importlib.import_module('projects.cell_gan')
     from projects.cell_gan.evaluation import (SVM_C, hog_features, kmeans_clusters,
-                                              load_model, pixel_features, q_and_features,
-                                              read_cells, svm_predict)
+                                              load_model, orientation_agreement,
+                                              pixel_features, q_and_features, read_cells,
+                                              svm_predict)
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'ClusteringMetric')
     raw = _load_pkl(test_pkl)
     metric = _build_metric(ev_cfg, 'mmseg')
@@ -669,8 +679,17 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
         pairs[f'pairs@kmeans_{name}'] = np.stack([c_te, test['labels']], 1)[keep]
     if ckpt is not None:
         model = load_model(cfg, ckpt)
-        features['d'] = tuple(q_and_features(model, c, 64, progress=False)[1]
-                              for c in (train['crops'], test['crops']))
+        (_, d_tr, q_tr), (logits, d_te, q_te) = (q_and_features(model, c, 64, progress=False)
+                                                 for c in (train['crops'], test['crops']))
+        features['d'] = (d_tr, d_te)
+        # what c encodes (issue 17, item 11): k-means on Q's own features, and how often
+        # argmax Q keeps a test crop's cluster under the 8 rotations / flips
+        _, (c_te, ) = kmeans_clusters(q_tr, k, seed, predict=[q_te])
+        pairs['pairs@kmeans_q'] = np.stack([c_te, test['labels']], 1)[keep]
+        views = orientation_agreement(model, test['crops'], logits.argmax(1), 64,
+                                      progress=False)
+        extra.update({f'orientation_{key}': views[key]
+                      for key in ('agreement', 'chance', 'all_agree')})
         for name, (f_tr, f_te) in features.items():
             pred, warned = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep],
                                        SVM_C, seed)
@@ -851,6 +870,61 @@ def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
     return dict(done=n - len(failures), failed=failures, skipped=skipped)
 
 
+def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
+            fractions: Optional[Sequence[float]] = None,
+            datasets: Optional[Sequence[str]] = None,
+            seeds: Optional[Sequence[int]] = None) -> dict:
+    """Score the recorded runs again with the current evaluator, from the predictions and
+    the checkpoint in their run folders, without training: adds what a newer evaluator
+    measures (metrics, ``extra``) to each record, in place. A stored number the evaluator
+    now gives differently, other test images, a stale config hash or a missing run folder
+    is an error naming the run; nothing is written until every selected run has been
+    scored."""
+    out = osp.join(results_dir(spec), 'runs.jsonl')
+    done = read_runs(out)
+    updated = []
+    for run in expected_runs(spec, only, fractions, datasets, seeds):
+        rec = done.get(run['key'])
+        if rec is None:
+            continue
+        where = f'{out}: {run["key"]} ({run["row"]["where"]})'
+        cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
+        if rec['config_sha256'] != sha:
+            raise SpecError(f'{where}: recorded from another config (hash); run it again '
+                            '(--resume) instead of rescoring it')
+        child = osp.join(work_dir, spec['name'], run['key'].replace('/', '__'))
+        trained = child if not rec.get('retest_of') else \
+            osp.join(work_dir, spec['name'], rec['retest_of'].replace('/', '__'))
+        cfg.work_dir = child
+        paths = dict(test=osp.join(child, 'test_test', 'test_preds.pkl'),
+                     ckpt=osp.join(trained, rec['checkpoint']))
+        if spec['task'] == 'det':
+            paths['val'] = osp.join(trained, 'test_val', 'val_preds.pkl')
+        missing = [p for p in paths.values() if not osp.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f'{where}: {missing[0]} is missing (rescoring reads the '
+                                    f'run folders under {work_dir})')
+        result = EVALUATE[spec['task']](cfg, paths.get('val'), paths['test'], paths['ckpt'])
+        if result['images'] != rec['images']:
+            raise ValueError(f'{where}: {paths["test"]} holds other test images than the '
+                             'record')
+        for m, v in rec['metrics'].items():
+            if m in result['metrics'] and not np.isclose(result['metrics'][m], v,
+                                                         rtol=0, atol=1e-9):
+                raise ValueError(f'{where}: rescoring changes {m} from {v!r} to '
+                                 f'{result["metrics"][m]!r}; nothing was written')
+        added = sorted(set(result['metrics']) - set(rec['metrics'])) + \
+            sorted(set(result['extra']) - set(rec.get('extra', {})))
+        updated.append(dict(rec, metrics={**rec['metrics'], **result['metrics']},
+                            extra={**rec.get('extra', {}), **result['extra']},
+                            per_image={**rec['per_image'], **result['per_image']}))
+        print(f'[benchmark] rescored {run["key"]}: added {", ".join(added) or "nothing"}',
+              flush=True)
+    for rec in updated:
+        append_run(out, rec, in_place=True)
+    return dict(rescored=len(updated))
+
+
 # --------------------------------------------------------------------------- report
 def _fmt(x: float, digits: int = 3) -> str:
     return 'nan' if x != x else f'{x:.{digits}f}'
@@ -968,9 +1042,7 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
                 if not vals:
                     cells.append('-')
                     continue
-                s = stats.summarise_seeds(vals)
-                cells.append(_fmt(s['mean']) + ('' if s['ci'] != s['ci']
-                                                 else f' ± {_fmt(s["ci"])}'))
+                cells.append(_mean_ci(vals))
             body.append(cells)
         lines += _md_table(head, body) + ['']
         by_name = {r['row']['name']: r for r in t['rows']}
@@ -992,6 +1064,46 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
             lines += ['Paired differences (verdict at 95%):', '']
             lines += _md_table(['method − baseline'] + metrics, diff_rows) + ['']
     return lines
+
+
+def _mean_ci(vals: Sequence[float]) -> str:
+    """'mean ± 95% t-interval' over seeds (the mean alone for one seed)."""
+    s = stats.summarise_seeds(vals)
+    return _fmt(s['mean']) + ('' if s['ci'] != s['ci'] else f' ± {_fmt(s["ci"])}')
+
+
+def diagnostic_lines(spec: dict, tables: List[dict]) -> List[str]:
+    """Cluster specs: what the categorical code encodes (issue 17, item 11), per trained
+    row: argmax Q's purity next to k-means on Q's own features, and how often argmax Q
+    keeps a test crop's cluster under its 8 rotations / flips, against chance. Runs
+    scored before the evaluator measured these are left out (``--rescore`` adds them)."""
+    if spec['task'] != 'cluster':
+        return []
+    keys = ('orientation_agreement', 'orientation_chance', 'orientation_all_agree')
+    body = []
+    for t in tables:
+        for r in t['rows']:
+            recs = [r['seeds'][s] for s in sorted(r['seeds'])
+                    if keys[0] in r['seeds'][s].get('extra', {})]
+            if r['row']['same_as'] or not recs:
+                continue
+            body.append([f'`{r["row"]["name"]}`', f'{len(recs)}/{len(r["seeds"])}']
+                        + [_mean_ci([x['metrics'][m] for x in recs])
+                           for m in ('purity', 'purity@kmeans_q')]
+                        + [_mean_ci([x['extra'][k] for x in recs]) for k in keys])
+    if not body:
+        return []
+    return ['## What does the categorical code encode?', '',
+            'Diagnostics of issue 17 (item 11), on the test crops. If k-means on Q\'s own '
+            'features (the input of its linear head) is much purer than argmax Q, the '
+            'representation holds the classes and the code carves it otherwise. The '
+            'agreement is the share of (crop, symmetry) pairs in which argmax Q keeps the '
+            'crop\'s cluster under the 7 other rotations / flips; "chance" is the agreement '
+            'of clusters of the same sizes drawn independently of the crop; "all 8" the '
+            'share of crops whose 8 copies share one cluster. Cells: mean ± 95% t-interval '
+            'over the runs that measured them.', ''] + _md_table(
+        ['row', 'runs', 'purity (argmax Q)', 'purity (k-means on Q\'s features)',
+         'agreement', 'chance', 'all 8'], body) + ['']
 
 
 def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
@@ -1111,6 +1223,7 @@ def render_report(spec: dict, tables: List[dict]) -> str:
                  if any(r.get('operating_point') in UNTRAINED
                         for g in spec['groups'] for r in g['rows']) else '') + '.', '']
     lines += render_tables(spec, tables)
+    lines += diagnostic_lines(spec, tables)
     lines += resampling_lines(spec, tables)
     lines += ['![results](results.png)', '']
     return '\n'.join(lines)
@@ -1493,6 +1606,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='skip runs already in runs.jsonl with the same config hash')
     p.add_argument('--report', action='store_true',
                    help='only rebuild README.md and results.png from runs.jsonl')
+    p.add_argument('--rescore', action='store_true',
+                   help='score the recorded runs again from their run folders (predictions, '
+                   'checkpoint) with the current evaluator, adding what it measures that '
+                   'the records lack; no training')
     p.add_argument('--only', nargs='+', metavar='NAME',
                    help='only these rows, run in this order')
     p.add_argument('--fractions', type=float, nargs='+',
@@ -1527,6 +1644,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)
         return dict(report=md)
+    if args.rescore:
+        result = rescore(spec, args.work_dir, args.only, args.fractions, args.datasets,
+                         args.seeds)
+        md, png = report(spec)
+        print(f'[benchmark] wrote {md} and {png}', flush=True)
+        return result
     if args.jobs < 1 or args.threads < 1:
         raise ValueError('--jobs and --threads must be >= 1')
     ensure_data(spec)

@@ -47,14 +47,13 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import projects  # noqa: E402,F401  (registration, checkpoint-loader fix)
-from projects.cell_gan.dataset import DIHEDRAL_NAMES, dihedral  # noqa: E402
 from projects.cell_gan.evaluation import (HOG_CELLS_PER_BLOCK, HOG_ORIENTATIONS,  # noqa: E402
                                           HOG_PIXELS_PER_CELL, SVM_C, cell_proportions,
                                           confusion_table, cross_validate_images,
                                           hog_features, kmeans_clusters, load_model,
-                                          pixel_features, q_and_features, read_cells,
-                                          summarise, svm_predict, view_agreement,
-                                          weighted_prf)
+                                          orientation_agreement, pixel_features,
+                                          q_and_features, read_cells, summarise,
+                                          svm_predict, weighted_prf)
 from projects.cell_gan.metrics import cluster_scores  # noqa: E402
 from projects.common.io import atomic_write, write_json  # noqa: E402
 from projects.common.layout import track  # noqa: E402
@@ -107,18 +106,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------- data
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def orientation_agreement(model, crops: np.ndarray, clusters: np.ndarray, batch: int,
-                          progress: bool = True) -> dict:
-    """argmax Q of the crops under the 8 symmetries of the square, scored by
-    :func:`view_agreement` (view 0 = the crops as given, whose ``clusters`` are known)."""
-    views = [np.asarray(clusters, np.int64)]
-    for k in range(1, 8):
-        turned = np.stack([dihedral(c, k) for c in crops])
-        views.append(q_and_features(model, turned, batch, progress, features=False)[0]
-                     .argmax(1))
-    return view_agreement(np.stack(views), DIHEDRAL_NAMES)
 
 
 # ---------------------------------------------------------------------- results
