@@ -21,6 +21,8 @@ the paired test, the validation curve, iterations, wall time and whether it conv
 (``work_dir/failures.json``) and the others go on. ``--rescore`` scores the recorded runs
 again from their run folders (predictions, checkpoint) when the evaluator has learnt to
 measure more, and adds it to the records; it refuses to change a number already recorded.
+The scoring here runs its forward passes (cellgan's features) on ``--threads`` torch
+threads, like the runs, so that a score does not depend on the machine's default.
 
 ``--report`` reads ``runs.jsonl`` alone and writes ``docs/benchmarks/<spec>/README.md``
 (tables) and ``results.png``; twice gives byte-identical files. Statistics
@@ -912,7 +914,10 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
             if m in result['metrics'] and not np.isclose(result['metrics'][m], v,
                                                          rtol=0, atol=1e-9):
                 raise ValueError(f'{where}: rescoring changes {m} from {v!r} to '
-                                 f'{result["metrics"][m]!r}; nothing was written')
+                                 f'{result["metrics"][m]!r}; nothing was written (features '
+                                 'computed with another number of torch threads differ in '
+                                 'the last bits: pass the --threads the run was scored '
+                                 'with)')
         added = sorted(set(result['metrics']) - set(rec['metrics'])) + \
             sorted(set(result['extra']) - set(rec.get('extra', {})))
         updated.append(dict(rec, metrics={**rec['metrics'], **result['metrics']},
@@ -1601,7 +1606,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--work-dir', default=osp.join('work_dirs', 'benchmarks'),
                    help='run folders (checkpoints, logs, predictions)')
     p.add_argument('--jobs', type=int, default=1, help='runs at a time')
-    p.add_argument('--threads', type=int, default=1, help='OMP threads per run')
+    p.add_argument('--threads', type=int, default=1,
+                   help='OMP threads per run, and torch threads of the scoring here')
     p.add_argument('--resume', action='store_true',
                    help='skip runs already in runs.jsonl with the same config hash')
     p.add_argument('--report', action='store_true',
@@ -1644,17 +1650,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)
         return dict(report=md)
-    if args.rescore:
-        result = rescore(spec, args.work_dir, args.only, args.fractions, args.datasets,
-                         args.seeds)
-        md, png = report(spec)
-        print(f'[benchmark] wrote {md} and {png}', flush=True)
-        return result
     if args.jobs < 1 or args.threads < 1:
         raise ValueError('--jobs and --threads must be >= 1')
-    ensure_data(spec)
-    result = run_benchmark(spec, args.work_dir, args.jobs, args.resume, args.only,
-                           args.threads, args.fractions, args.datasets, args.seeds)
+    import torch  # the evaluators' forward passes (cellgan): as many threads as a run
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        if args.rescore:
+            result = rescore(spec, args.work_dir, args.only, args.fractions, args.datasets,
+                             args.seeds)
+        else:
+            ensure_data(spec)
+            result = run_benchmark(spec, args.work_dir, args.jobs, args.resume, args.only,
+                                   args.threads, args.fractions, args.datasets, args.seeds)
+    finally:
+        torch.set_num_threads(before)
     md, png = report(spec)
     print(f'[benchmark] wrote {md} and {png}', flush=True)
     return result
