@@ -878,13 +878,13 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
             seeds: Optional[Sequence[int]] = None) -> dict:
     """Score the recorded runs again with the current evaluator, from the predictions and
     the checkpoint in their run folders, without training: adds what a newer evaluator
-    measures (metrics, ``extra``) to each record, in place. A stored number the evaluator
-    now gives differently, other test images, a stale config hash or a missing run folder
-    is an error naming the run; nothing is written until every selected run has been
-    scored."""
+    measures (metrics, ``extra``) to each record, in place. A stale config hash or a
+    missing run folder is an error before anything is scored; a run whose stored numbers
+    (or test images) the evaluator does not reproduce keeps its record unchanged, and is
+    named in the error raised once the others are written."""
     out = osp.join(results_dir(spec), 'runs.jsonl')
     done = read_runs(out)
-    updated = []
+    todo = []
     for run in expected_runs(spec, only, fractions, datasets, seeds):
         rec = done.get(run['key'])
         if rec is None:
@@ -906,28 +906,34 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
         if missing:
             raise FileNotFoundError(f'{where}: {missing[0]} is missing (rescoring reads the '
                                     f'run folders under {work_dir})')
+        todo.append((where, rec, cfg, paths))
+    rescored, failed = 0, []
+    for where, rec, cfg, paths in todo:
         result = EVALUATE[spec['task']](cfg, paths.get('val'), paths['test'], paths['ckpt'])
-        if result['images'] != rec['images']:
-            raise ValueError(f'{where}: {paths["test"]} holds other test images than the '
-                             'record')
+        problem = None if result['images'] == rec['images'] else \
+            f'{paths["test"]} holds other test images than the record'
         for m, v in rec['metrics'].items():
-            if m in result['metrics'] and not np.isclose(result['metrics'][m], v,
-                                                         rtol=0, atol=1e-9):
-                raise ValueError(f'{where}: rescoring changes {m} from {v!r} to '
-                                 f'{result["metrics"][m]!r}; nothing was written (features '
-                                 'computed with another number of torch threads differ in '
-                                 'the last bits: pass the --threads the run was scored '
-                                 'with)')
+            if problem is None and m in result['metrics'] and \
+                    not np.isclose(result['metrics'][m], v, rtol=0, atol=1e-9):
+                problem = f'rescoring changes {m} from {v!r} to {result["metrics"][m]!r}'
+        if problem:
+            failed.append(f'{where}: {problem}')
+            print(f'[benchmark] NOT rescored {rec["key"]}: {problem}', flush=True)
+            continue
         added = sorted(set(result['metrics']) - set(rec['metrics'])) + \
             sorted(set(result['extra']) - set(rec.get('extra', {})))
-        updated.append(dict(rec, metrics={**rec['metrics'], **result['metrics']},
-                            extra={**rec.get('extra', {}), **result['extra']},
-                            per_image={**rec['per_image'], **result['per_image']}))
-        print(f'[benchmark] rescored {run["key"]}: added {", ".join(added) or "nothing"}',
+        append_run(out, dict(rec, metrics={**rec['metrics'], **result['metrics']},
+                             extra={**rec.get('extra', {}), **result['extra']},
+                             per_image={**rec['per_image'], **result['per_image']}),
+                   in_place=True)
+        rescored += 1
+        print(f'[benchmark] rescored {rec["key"]}: added {", ".join(added) or "nothing"}',
               flush=True)
-    for rec in updated:
-        append_run(out, rec, in_place=True)
-    return dict(rescored=len(updated))
+    if failed:
+        raise ValueError('; '.join(failed) + f' ({len(failed)} record(s) left as they were; '
+                         'features computed with another number of torch threads differ in '
+                         'the last bits: pass the --threads the run was scored with)')
+    return dict(rescored=rescored)
 
 
 # --------------------------------------------------------------------------- report
