@@ -1538,7 +1538,9 @@ def write_index(repo: str = REPO) -> str:
              "spec's `status.json`); do not edit. Each spec's README holds its tables; "
              '`configs/benchmarks/SPEC.py` says what runs. Grids resume with '
              '`python tools/analysis_tools/benchmark.py configs/benchmarks/SPEC.py --jobs 2 '
-             '--resume` (`--only ROW...`, `--datasets`, `--fractions`, `--seeds` pick a part).', '',
+             '--resume` (`--only ROW...`, `--datasets`, `--fractions`, `--seeds` pick a part); '
+             '`--rescore` adds what a newer evaluator measures to the recorded runs, from '
+             'their run folders, without training.', '',
              'CPU hours are core-hours on this project\'s CPU machine (one thread per run); '
              'the hours left are estimated from the finished runs of the same row or budget.',
              ''] + _md_table(['spec', 'question', 'runs done', 'converged', 'CPU h spent',
