@@ -143,6 +143,25 @@ def test_cluster_benchmark(tmp_path, tiny_cells):
     assert glob.glob(osp.join(res, 'results.png'))
     assert '| `infogan` | 2/2 |' in text.split('## What does the categorical code encode?')[1]
 
+    # the raw-crop baselines are shared by runs with the same crops, K and seed; each run
+    # keeps its own argmax Q: every crop in cluster 0 scores the majority class's share
+    import pickle
+
+    import torch
+    child = osp.join(work, 'cells_spec', recs[0]['key'].replace('/', '__'))
+    cfg = Config.fromfile(osp.join(child, 'config.py'))
+    raw = pickle.load(open(osp.join(child, 'test_test', 'test_preds.pkl'), 'rb'))
+    for sample in raw:
+        sample['pred_label'] = torch.tensor(0)
+    one = str(tmp_path / 'one_cluster.pkl')
+    pickle.dump(raw, open(one, 'wb'))
+    first = benchmark.evaluate_cluster(cfg, None, osp.join(child, 'test_test', 'test_preds.pkl'))
+    second = benchmark.evaluate_cluster(cfg, None, one)
+    assert first['metrics']['purity'] == pytest.approx(recs[0]['metrics']['purity'])
+    assert second['metrics']['purity'] == pytest.approx(
+        np.bincount(test['labels'][lab]).max() / lab.sum())
+    assert second['metrics']['purity@kmeans_hog'] == first['metrics']['purity@kmeans_hog']
+
     # --rescore: a record made before the evaluator measured the diagnostics gets them
     # back from the run folder, in place, and nothing else changes ...
     path = osp.join(res, 'runs.jsonl')

@@ -678,32 +678,37 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
     pairs, extra = {'pairs': q[keep]}, {}
     k, seed = int(cfg.model.num_categories), int(cfg.get('randomness', {}).get('seed', 0))
 
-    def svm(f_tr: np.ndarray, f_te: np.ndarray, at: str, name: str) -> None:
+    def svm(f_tr: np.ndarray, f_te: np.ndarray, at: str, name: str) -> tuple:
         pred, warned = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep], SVM_C,
                                    seed)
-        pairs[f'svm_pairs{at}'] = np.stack([pred, test['labels'][keep]], 1)
         # LinearSVC's convergence warnings while fitting (0: converged)
-        extra[f'svm_warnings@{name}'] = int(warned)
+        return ({f'svm_pairs{at}': np.stack([pred, test['labels'][keep]], 1)},
+                {f'svm_warnings@{name}': int(warned)})
 
     # the raw-crop baselines depend on the crops, K and the seed only: computed once per
     # process for the runs that share them (the rows of a grid, a rescore)
     base_key = (train['path'], test['path'], osp.getmtime(train['path']),
                 osp.getmtime(test['path']), size, k, seed, ckpt is not None)
     if base_key not in _CROP_BASELINES:
+        base_pairs, base_extra = {}, {}
         for name, fn in (('pixels', pixel_features), ('hog', hog_features)):
             f_tr, f_te = fn(train['crops']), fn(test['crops'])
             _, (c_te, ) = kmeans_clusters(f_tr, k, seed, predict=[f_te])
-            pairs[f'pairs@kmeans_{name}'] = np.stack([c_te, test['labels']], 1)[keep]
+            base_pairs[f'pairs@kmeans_{name}'] = np.stack([c_te, test['labels']], 1)[keep]
             if ckpt is not None:
-                svm(f_tr, f_te, f'@svm_{name}', name)
-        _CROP_BASELINES[base_key] = (dict(pairs), dict(extra))
+                p, e = svm(f_tr, f_te, f'@svm_{name}', name)
+                base_pairs.update(p)
+                base_extra.update(e)
+        _CROP_BASELINES[base_key] = (base_pairs, base_extra)
     pairs.update(_CROP_BASELINES[base_key][0])
     extra.update(_CROP_BASELINES[base_key][1])
     if ckpt is not None:
         model = load_model(cfg, ckpt)
         (_, d_tr, q_tr), (logits, d_te, q_te) = (q_and_features(model, c, 64, progress=False)
                                                  for c in (train['crops'], test['crops']))
-        svm(d_tr, d_te, '', 'd')
+        p, e = svm(d_tr, d_te, '', 'd')
+        pairs.update(p)
+        extra.update(e)
         # what c encodes (issue 17, item 11): k-means on Q's own features, and how often
         # argmax Q keeps a test crop's cluster under the 8 rotations / flips
         _, (c_te, ) = kmeans_clusters(q_tr, k, seed, predict=[q_te])
