@@ -157,6 +157,11 @@ OPERATING_POINTS = dict(
 UNTRAINED = ('pixels', 'hog')
 
 
+def trains_nothing(row: dict) -> bool:
+    """A row computed on the raw crops (:data:`UNTRAINED`): no budget, no convergence."""
+    return row.get('operating_point') in UNTRAINED
+
+
 # --------------------------------------------------------------------------- the spec
 class SpecError(ValueError):
     """A problem of the spec file, naming the entry."""
@@ -678,6 +683,10 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
     pairs, extra = {'pairs': q[keep]}, {}
     k, seed = int(cfg.model.num_categories), int(cfg.get('randomness', {}).get('seed', 0))
 
+    def km(f_tr: np.ndarray, f_te: np.ndarray) -> np.ndarray:
+        _, (c_te, ) = kmeans_clusters(f_tr, k, seed, predict=[f_te])
+        return np.stack([c_te, test['labels']], 1)[keep]
+
     def svm(f_tr: np.ndarray, f_te: np.ndarray, at: str, name: str) -> tuple:
         pred, warned = svm_predict(f_tr[lab_tr], train['labels'][lab_tr], f_te[keep], SVM_C,
                                    seed)
@@ -693,8 +702,7 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
         base_pairs, base_extra = {}, {}
         for name, fn in (('pixels', pixel_features), ('hog', hog_features)):
             f_tr, f_te = fn(train['crops']), fn(test['crops'])
-            _, (c_te, ) = kmeans_clusters(f_tr, k, seed, predict=[f_te])
-            base_pairs[f'pairs@kmeans_{name}'] = np.stack([c_te, test['labels']], 1)[keep]
+            base_pairs[f'pairs@kmeans_{name}'] = km(f_tr, f_te)
             if ckpt is not None:
                 p, e = svm(f_tr, f_te, f'@svm_{name}', name)
                 base_pairs.update(p)
@@ -711,8 +719,7 @@ def evaluate_cluster(cfg, val_pkl: Optional[str], test_pkl: str,
         extra.update(e)
         # what c encodes (issue 17, item 11): k-means on Q's own features, and how often
         # argmax Q keeps a test crop's cluster under the 8 rotations / flips
-        _, (c_te, ) = kmeans_clusters(q_tr, k, seed, predict=[q_te])
-        pairs['pairs@kmeans_q'] = np.stack([c_te, test['labels']], 1)[keep]
+        pairs['pairs@kmeans_q'] = km(q_tr, q_te)
         views = orientation_agreement(model, test['crops'], logits.argmax(1), 64,
                                       progress=False)
         extra.update({f'orientation_{key}': views[key]
@@ -758,13 +765,18 @@ def _val_curve(scalars: str, metric: str) -> List[List[float]]:
     return curve
 
 
+def run_dir(spec: dict, work_dir: str, key: str) -> str:
+    """The folder of run ``key`` (checkpoints, logs, ``test_<split>/<split>_preds.pkl``)."""
+    return osp.join(work_dir, spec['name'], key.replace('/', '__'))
+
+
 def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
     """Train, test and score one run (``run['cfg']`` / ``run['sha']`` from
     :func:`prepare_config`: mmengine's config loading is not thread-safe); returns its
     record."""
     t0 = time.time()
     cfg, sha = copy.deepcopy(run['cfg']), run['sha']  # prepared in the main thread
-    child = osp.join(work_dir, spec['name'], run['key'].replace('/', '__'))
+    child = run_dir(spec, work_dir, run['key'])
     os.makedirs(child, exist_ok=True)
     cfg.work_dir = child
     cfg_path = osp.join(child, 'config.py')
@@ -772,7 +784,7 @@ def execute(spec: dict, run: dict, work_dir: str, threads: int) -> dict:
     env = {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
     preds, trained = {}, child
     if run['source']:  # a retest: the source run's checkpoint on this group's test set
-        trained = osp.join(work_dir, spec['name'], run['source'].replace('/', '__'))
+        trained = run_dir(spec, work_dir, run['source'])
         if not osp.isdir(trained):
             raise FileNotFoundError(
                 f'{trained}: the run {run["source"]} this retest tests is not on disk; run '
@@ -912,9 +924,8 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
         if rec['config_sha256'] != sha:
             raise SpecError(f'{where}: recorded from another config (hash); run it again '
                             '(--resume) instead of rescoring it')
-        child = osp.join(work_dir, spec['name'], run['key'].replace('/', '__'))
-        trained = child if not rec.get('retest_of') else \
-            osp.join(work_dir, spec['name'], rec['retest_of'].replace('/', '__'))
+        child = run_dir(spec, work_dir, run['key'])
+        trained = run_dir(spec, work_dir, rec.get('retest_of') or run['key'])
         cfg.work_dir = child
         paths = dict(test=osp.join(child, 'test_test', 'test_preds.pkl'),
                      ckpt=osp.join(trained, rec['checkpoint']))
@@ -928,12 +939,12 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
     rescored, failed = 0, []
     for where, rec, cfg, paths in todo:
         result = EVALUATE[spec['task']](cfg, paths.get('val'), paths['test'], paths['ckpt'])
-        problem = None if result['images'] == rec['images'] else \
-            f'{paths["test"]} holds other test images than the record'
-        for m, v in rec['metrics'].items():
-            if problem is None and m in result['metrics'] and \
-                    not np.isclose(result['metrics'][m], v, rtol=0, atol=1e-9):
-                problem = f'rescoring changes {m} from {v!r} to {result["metrics"][m]!r}'
+        changed = [m for m, v in rec['metrics'].items() if m in result['metrics']
+                   and not np.isclose(result['metrics'][m], v, rtol=0, atol=1e-9)]
+        problem = (f'{paths["test"]} holds other test images than the record'
+                   if result['images'] != rec['images'] else
+                   f'rescoring changes {changed[0]} from {rec["metrics"][changed[0]]!r} to '
+                   f'{result["metrics"][changed[0]]!r}' if changed else None)
         if problem:
             failed.append(f'{where}: {problem}')
             print(f'[benchmark] NOT rescored {rec["key"]}: {problem}', flush=True)
@@ -1061,7 +1072,7 @@ def render_tables(spec: dict, tables: List[dict], rows: Optional[Sequence[str]] 
             recs = [r['seeds'][s] for s in sorted(r['seeds'])]
             row = r['row']
             cells = [f'`{row["name"]}`', row['role'], f'{len(recs)}/{len(row["seeds"])}']
-            if row.get('operating_point') in UNTRAINED:
+            if trains_nothing(row):
                 cells += ['n/a', 'n/a']
             else:
                 cells += [_budget(recs[0]) if recs else '-',
@@ -1176,13 +1187,14 @@ def headline_lines(spec: dict, tables: List[dict]) -> List[str]:
         d = paired(spec, meth, peer, m)
         mv = stats.summarise_seeds([x['metrics'][m] for x in meth['seeds'].values()])
         pv = stats.summarise_seeds([x['metrics'][m] for x in peer['seeds'].values()])
-        conv = {k: _unconverged_note(spec, r) for k, r in (('m', meth), ('p', peer))}
         diff = '-' if d is None else (
             f'{_signed(d["diff"])} [{_signed(d["lo"])}, {_signed(d["hi"])}] '
             f'{stats.verdict(d["lo"], d["hi"], m not in LOWER_IS_BETTER)}')
         out.append(f'| {h["kind"]} | {_data_label(spec, t)} | {m} | '
-                   f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])}{conv["m"]} | '
-                   f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])}{conv["p"]} | '
+                   f'`{meth["row"]["name"]}` {_fmt(mv["mean"])} ± {_fmt(mv["ci"])}'
+                   f'{_unconverged_note(spec, meth)} | '
+                   f'`{peer["row"]["name"]}` {_fmt(pv["mean"])} ± {_fmt(pv["ci"])}'
+                   f'{_unconverged_note(spec, peer)} | '
                    f'{diff} | {cmd} |')
     return out
 
@@ -1249,8 +1261,8 @@ def render_report(spec: dict, tables: List[dict]) -> str:
               + CONVERGE_RULES[spec['converge_rule']].format(spec['converge_metric'])
               + ' (seeds that did / seeds run)'
               + ('; n/a: rows computed on the raw crops, which train nothing'
-                 if any(r.get('operating_point') in UNTRAINED
-                        for g in spec['groups'] for r in g['rows']) else '') + '.', '']
+                 if any(trains_nothing(r) for g in spec['groups'] for r in g['rows'])
+                 else '') + '.', '']
     lines += render_tables(spec, tables)
     lines += diagnostic_lines(spec, tables)
     lines += resampling_lines(spec, tables)
@@ -1503,7 +1515,7 @@ def _n_converged(spec: dict, r: dict) -> int:
 def _unconverged_note(spec: dict, r: dict) -> str:
     """' (k/n converged)' for a trained row whose runs did not all converge, else ''."""
     n = _n_converged(spec, r)
-    if n == len(r['seeds']) or r['row'].get('operating_point') in UNTRAINED:
+    if n == len(r['seeds']) or trains_nothing(r['row']):
         return ''
     return f' ({n}/{len(r["seeds"])} converged)'
 
