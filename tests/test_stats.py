@@ -187,6 +187,43 @@ def test_classification_f_score_by_hand_and_against_sklearn():
                                rtol=1e-12)
 
 
+def _gathered_bootstrap(method, base, statistic, n_boot, seed):
+    """The bootstrap written out: draw images (the same draws as ``paired_bootstrap``),
+    gather them and score each seed's gathered sample with the statistic."""
+    m, b = np.stack(method), np.stack(base)
+    n, rng, draws = m.shape[1], np.random.default_rng(seed), []
+    for start in range(0, n_boot, 250):
+        for idx in rng.integers(0, n, size=(min(250, n_boot - start), n)):
+            draws.append(np.mean([statistic(m[s][idx]) - statistic(b[s][idx])
+                                  for s in range(len(m))]))
+    return np.quantile(draws, [0.025, 0.975])
+
+
+@pytest.mark.parametrize('name', ['masked_mean', 'pooled_f1', 'confusion_miou',
+                                  'cluster_purity', 'cluster_entropy', 'cluster_f_score',
+                                  'classification_f_score'])
+def test_paired_bootstrap_scores_draws_as_the_gathered_images(name):
+    # paired_bootstrap scores a draw from how often it takes each image; the interval must
+    # be the one of gathering the drawn images (600 draws: 3 chunks, the last one short)
+    rng = np.random.default_rng(7)
+    statistic = stats.STATISTICS[name]
+
+    def sample():
+        if name == 'masked_mean':
+            return np.stack([rng.random(40), rng.integers(0, 2, 40)], 1)
+        if name == 'pooled_f1':
+            return rng.integers(0, 6, size=(40, 3))
+        if name == 'confusion_miou':
+            return rng.integers(0, 9, size=(40, 9))
+        return rng.integers(0, [5, 4], size=(40, 2))
+
+    method, base = [sample() for _ in range(3)], [sample() for _ in range(3)]
+    d = stats.paired_bootstrap(method, base, statistic, n_boot=600, seed=5)
+    lo, hi = _gathered_bootstrap(method, base, statistic, 600, 5)
+    assert d['lo'] == pytest.approx(lo, abs=1e-12) and d['hi'] == pytest.approx(hi, abs=1e-12)
+    assert lo < d['diff'] < hi or lo == hi  # the draws straddle the observed difference
+
+
 def test_verdict_lower_is_better():
     assert stats.verdict(0.1, 0.2) == 'better'
     assert stats.verdict(0.1, 0.2, higher_is_better=False) == 'worse'

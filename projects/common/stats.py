@@ -8,9 +8,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-Statistic = Callable[[np.ndarray], np.ndarray]
-
-
 def t_interval(values: Sequence[float], conf: float = 0.95) -> Tuple[float, float]:
     """Mean and half-width of the two-sided Student-t interval over ``values`` (seeds).
 
@@ -27,35 +24,63 @@ def t_interval(values: Sequence[float], conf: float = 0.95) -> Tuple[float, floa
     return float(x.mean()), float(half)
 
 
-def pooled_f1(counts: np.ndarray) -> np.ndarray:
-    """F1 = 2 tp / (2 tp + fp + fn) of counts summed over the second-to-last axis.
+class Statistic:
+    """A benchmark statistic of per-image terms that add up over the test images:
+    ``value = of_sums(sum over images of terms(x_i))``.
 
-    ``counts`` (..., n_images, 3) holds (tp, fp, fn) per image; returns (...). A set with
-    neither ground truth nor prediction scores 1.0 (the metrics module's convention).
+    Every statistic of the benchmark has this form (pooled counts, weighted means, summed
+    confusions, contingency tables), which is what lets ``paired_bootstrap`` score a draw
+    from how often it takes each image instead of gathering the images.
+    ``terms``: (..., n_images, k) per-image values -> (..., n_images, *shape) additive
+    terms; ``of_sums``: (..., *shape) summed terms -> (...) statistic.
     """
-    c = np.asarray(counts, dtype=np.float64).sum(-2)
+
+    def __init__(self, terms: Callable[[np.ndarray], np.ndarray],
+                 of_sums: Callable[[np.ndarray], np.ndarray], doc: str) -> None:
+        self.terms, self.of_sums, self.__doc__ = terms, of_sums, doc
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        v = np.asarray(values)
+        return self.of_sums(self.terms(v).sum(v.ndim - 2))
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _f1_of_sums(c: np.ndarray) -> np.ndarray:
     tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 1.0)
 
 
-def masked_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over the images that count, along the second-to-last axis.
+pooled_f1 = Statistic(_as_float, _f1_of_sums, """\
+F1 = 2 tp / (2 tp + fp + fn) of counts summed over the second-to-last axis.
 
-    ``values`` (..., n_images, 2): column 0 the per-image score, column 1 a 0/1 weight (an
-    image with neither ground-truth nor predicted object has weight 0, as in
-    ``NucleiMetric``). No counted image: 1.0 (the module's convention).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    w = v[..., 1]
-    s = (v[..., 0] * w).sum(-1)
-    n = w.sum(-1)
-    return np.where(n > 0, s / np.where(n > 0, n, 1), 1.0)
+``counts`` (..., n_images, 3) holds (tp, fp, fn) per image; returns (...). A set with
+neither ground truth nor prediction scores 1.0 (the metrics module's convention).""")
 
 
-def _confusion(values: np.ndarray) -> np.ndarray:
-    """(..., n_images, C*C) flattened per-image confusions -> (..., C, C) summed."""
-    v = np.asarray(values, dtype=np.float64).sum(-2)
+def _weighted_terms(values: np.ndarray) -> np.ndarray:
+    v = _as_float(values)
+    return np.stack([v[..., 0] * v[..., 1], v[..., 1]], -1)
+
+
+def _mean_of_sums(s: np.ndarray) -> np.ndarray:
+    n = s[..., 1]
+    return np.where(n > 0, s[..., 0] / np.where(n > 0, n, 1), 1.0)
+
+
+masked_mean = Statistic(_weighted_terms, _mean_of_sums, """\
+Mean over the images that count, along the second-to-last axis.
+
+``values`` (..., n_images, 2): column 0 the per-image score, column 1 a 0/1 weight (an
+image with neither ground-truth nor predicted object has weight 0, as in
+``NucleiMetric``). No counted image: 1.0 (the module's convention).""")
+
+
+def _confusion(v: np.ndarray) -> np.ndarray:
+    """(..., C*C) flattened summed confusion -> (..., C, C)."""
     c = int(round(np.sqrt(v.shape[-1])))
     if c * c != v.shape[-1]:
         raise ValueError(f'a flattened confusion matrix needs C*C entries, got {v.shape[-1]}')
@@ -71,69 +96,66 @@ def _nanmean_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(n > 0, r.sum(-1) / np.where(n > 0, n, 1), np.nan)
 
 
-def confusion_miou(values: np.ndarray) -> np.ndarray:
-    """mIoU of the summed confusion (rows ground truth, columns prediction): mean over
-    classes of TP / (TP + FP + FN), as ``negative_pseudo_labels.metric.seg_scores``."""
-    c = _confusion(values)
+def _miou(v: np.ndarray) -> np.ndarray:
+    c = _confusion(v)
     tp = np.diagonal(c, axis1=-2, axis2=-1)
     return _nanmean_ratio(tp, c.sum(-1) + c.sum(-2) - tp)
 
 
-def confusion_op(values: np.ndarray) -> np.ndarray:
-    """Overall accuracy of the summed confusion: sum TP / sum of all entries."""
-    c = _confusion(values)
+def _op(v: np.ndarray) -> np.ndarray:
+    c = _confusion(v)
     return np.diagonal(c, axis1=-2, axis2=-1).sum(-1) / c.sum((-2, -1))
 
 
-def confusion_pc(values: np.ndarray) -> np.ndarray:
-    """Mean per-class precision TP / (TP + FP) (Tokunaga et al. eq. 7's PC, as printed)."""
-    c = _confusion(values)
+def _pc(v: np.ndarray) -> np.ndarray:
+    c = _confusion(v)
     return _nanmean_ratio(np.diagonal(c, axis1=-2, axis2=-1), c.sum(-2))
 
 
-def confusion_macc(values: np.ndarray) -> np.ndarray:
-    """Mean per-class recall TP / (TP + FN)."""
-    c = _confusion(values)
+def _macc(v: np.ndarray) -> np.ndarray:
+    c = _confusion(v)
     return _nanmean_ratio(np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1))
 
 
-def _contingency(values: np.ndarray) -> np.ndarray:
-    """(..., n, 2) integer (cluster, class) pairs -> (..., K, J) counts n_kj, with K / J one
-    more than the largest id in the whole array (so every draw has the same shape)."""
+# per-image flattened confusions (..., n_images, C*C), rows ground truth, columns prediction
+confusion_miou = Statistic(_as_float, _miou, """\
+mIoU of the summed confusion (rows ground truth, columns prediction): mean over classes
+of TP / (TP + FP + FN), as ``negative_pseudo_labels.metric.seg_scores``.""")
+confusion_op = Statistic(_as_float, _op, """\
+Overall accuracy of the summed confusion: sum TP / sum of all entries.""")
+confusion_pc = Statistic(_as_float, _pc, """\
+Mean per-class precision TP / (TP + FP) (Tokunaga et al. eq. 7's PC, as printed).""")
+confusion_macc = Statistic(_as_float, _macc, """\
+Mean per-class recall TP / (TP + FN).""")
+
+
+def _one_hot_pairs(values: np.ndarray) -> np.ndarray:
+    """(..., n, 2) integer (cluster, class) pairs -> (..., n, K, J) one-hot cells of the
+    contingency table, K / J one more than the largest id in the whole array (so every
+    bootstrap draw has the same shape)."""
     v = np.asarray(values)
     if v.shape[-1] != 2 or v.size == 0 or (v < 0).any():
         raise ValueError('cluster statistics take (cluster, class) pairs of ids >= 0, got '
                          f'shape {v.shape}')
     v = v.astype(np.int64, copy=False)
     k, j = int(v[..., 0].max()) + 1, int(v[..., 1].max()) + 1
-    flat = (v[..., 0] * j + v[..., 1]).reshape(-1, v.shape[-2])
-    # one bincount for every leading index at once: cell ids offset by k*j per index
-    flat = flat + (np.arange(flat.shape[0]) * (k * j))[:, None]
-    counts = np.bincount(flat.reshape(-1), minlength=flat.shape[0] * k * j)
-    return counts.astype(np.float64).reshape(v.shape[:-2] + (k, j))
+    out = np.zeros(v.shape[:-1] + (k * j, ), np.float64)
+    np.put_along_axis(out, (v[..., 0] * j + v[..., 1])[..., None], 1.0, -1)
+    return out.reshape(v.shape[:-1] + (k, j))
 
 
-def cluster_purity(values: np.ndarray) -> np.ndarray:
-    """Purity (1/N) sum_k max_j n_kj of (cluster, class) pairs (Hu et al. 2018, eq. 14;
-    the same quantity as ``projects.cell_gan.metrics.cluster_scores``)."""
-    c = _contingency(values)
+def _purity(c: np.ndarray) -> np.ndarray:
     return c.max(-1).sum(-1) / c.sum((-2, -1))
 
 
-def cluster_entropy(values: np.ndarray) -> np.ndarray:
-    """Cluster-size weighted class entropy in bits, -sum_k (n_k/N) sum_j p_jk log2 p_jk
-    (lower is better; ``cluster_scores``' convention)."""
-    c = _contingency(values)
+def _entropy(c: np.ndarray) -> np.ndarray:
     nk = c.sum(-1, keepdims=True)
     p = np.where(nk > 0, c / np.where(nk > 0, nk, 1), 0.0)
     plogp = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0)
     return -(nk[..., 0] * plogp.sum(-1)).sum(-1) / c.sum((-2, -1))
 
 
-def cluster_f_score(values: np.ndarray) -> np.ndarray:
-    """Support-weighted F-score of clusters assigned to their majority class (eq. 13; ties
-    to the smaller class id): F1_j = 2 TP_j / (|union of j's clusters| + n_j)."""
-    c = _contingency(values)
+def _cluster_f(c: np.ndarray) -> np.ndarray:
     nj, nk = c.sum(-2), c.sum(-1)
     assign = np.argmax(c, -1)[..., None] == np.arange(c.shape[-1])  # (..., K, J)
     tp = (assign * c).sum(-2)
@@ -142,11 +164,7 @@ def cluster_f_score(values: np.ndarray) -> np.ndarray:
     return (nj * f1).sum(-1) / nj.sum(-1)
 
 
-def classification_f_score(values: np.ndarray) -> np.ndarray:
-    """Support-weighted F-score of (predicted class, true class) pairs (Hu et al. 2018,
-    eq. 13 and Table I; sklearn's ``average='weighted'``, ``zero_division=0``):
-    sum_j (n_j / N) 2 TP_j / (predicted_j + n_j)."""
-    c = _contingency(values)  # (..., predicted, true)
+def _classification_f(c: np.ndarray) -> np.ndarray:
     n = max(c.shape[-2], c.shape[-1])
     pad = [(0, 0)] * (c.ndim - 2) + [(0, n - c.shape[-2]), (0, n - c.shape[-1])]
     c = np.pad(c, pad)
@@ -154,6 +172,21 @@ def classification_f_score(values: np.ndarray) -> np.ndarray:
     predicted, nj = c.sum(-1), c.sum(-2)
     f1 = np.where(tp > 0, 2 * tp / np.maximum(predicted + nj, 1), 0.0)
     return (nj * f1).sum(-1) / nj.sum(-1)
+
+
+cluster_purity = Statistic(_one_hot_pairs, _purity, """\
+Purity (1/N) sum_k max_j n_kj of (cluster, class) pairs (Hu et al. 2018, eq. 14; the same
+quantity as ``projects.cell_gan.metrics.cluster_scores``).""")
+cluster_entropy = Statistic(_one_hot_pairs, _entropy, """\
+Cluster-size weighted class entropy in bits, -sum_k (n_k/N) sum_j p_jk log2 p_jk (lower is
+better; ``cluster_scores``' convention).""")
+cluster_f_score = Statistic(_one_hot_pairs, _cluster_f, """\
+Support-weighted F-score of clusters assigned to their majority class (eq. 13; ties to
+the smaller class id): F1_j = 2 TP_j / (|union of j's clusters| + n_j).""")
+classification_f_score = Statistic(_one_hot_pairs, _classification_f, """\
+Support-weighted F-score of (predicted class, true class) pairs (Hu et al. 2018, eq. 13
+and Table I; sklearn's ``average='weighted'``, ``zero_division=0``):
+sum_j (n_j / N) 2 TP_j / (predicted_j + n_j).""")
 
 
 STATISTICS: Dict[str, Statistic] = dict(
@@ -164,8 +197,7 @@ STATISTICS: Dict[str, Statistic] = dict(
 
 
 def _per_image_array(per_seed: Sequence[np.ndarray]) -> np.ndarray:
-    """(seeds, images, k): integer terms (counts, id pairs) stay integer, so the statistics
-    need not convert every bootstrap draw back; anything else is float64."""
+    """(seeds, images, k): integer terms (counts, id pairs) stay integer."""
     x = np.stack([np.asarray(a) for a in per_seed])
     return x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float64)
 
@@ -199,15 +231,19 @@ def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
     if n == 0:
         raise ValueError('paired_bootstrap: no test image')
     diff = float(np.mean(statistic(m) - statistic(b)))
+    # a draw's statistic is of_sums(sum_i c_i terms_i), c_i how often it takes image i:
+    # the same value as gathering the drawn images, without the gather
+    tm, tb = statistic.terms(m), statistic.terms(b)  # (seeds, images, *shape)
     rng = np.random.default_rng(seed)
     draws = np.empty(n_boot, dtype=np.float64)
     chunk = 250
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        # (draws, seeds, images, k) -> statistic over images -> (draws, seeds)
-        dm = statistic(m[:, idx].transpose(1, 0, 2, 3))
-        db = statistic(b[:, idx].transpose(1, 0, 2, 3))
-        per_seed = dm - db
+        times = np.bincount((idx + n * np.arange(len(idx))[:, None]).reshape(-1),
+                            minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
+        # (draws, images) x (seeds, images, *shape) -> (draws, seeds, *shape) -> (draws, seeds)
+        per_seed = (statistic.of_sums(np.tensordot(times, tm, axes=([1], [1])))
+                    - statistic.of_sums(np.tensordot(times, tb, axes=([1], [1]))))
         if resample_seeds:
             sidx = rng.integers(0, m.shape[0], size=per_seed.shape)
             per_seed = np.take_along_axis(per_seed, sidx, axis=-1)
