@@ -33,7 +33,8 @@ _all = [0.1, 0.3, 1.0]  # rows run at every fraction on synthetic (the others at
 # Grid cuts (machine time: a run is about 16 CPU minutes): at 10% and 100% only the stock
 # detector (hence calibrated CE) and ECE, the method whose schedule targets sparse labels;
 # on mnfinder the PU rows are the working forms (pu-nnpu-hp collapses from iteration 0 on
-# synthetic, so mnfinder has its warm-up version, with SGD and with Adam: issue 17 item 3).
+# synthetic, so mnfinder has its warm-up version, with SGD and with Adam: issue 17 item 3;
+# `ce-adam` is the stock loss with that Adam, so that the loss and the optimiser part).
 
 
 def _rows(ds):
@@ -60,7 +61,11 @@ def _rows(ds):
                  baseline=ce + ['pu-nnpu']),
             dict(name='pu-nnpu-hp-warmup-adam',
                  config=_pu.format('pu-nnpu-hp-warmup-adam', ds),
-                 baseline=ce + ['pu-nnpu-hp-warmup']),
+                 baseline=ce + ['pu-nnpu-hp-warmup', 'ce-adam', 'ce-adam-calibrated']),
+            # the optimiser's share: the stock loss with the same Adam, raw and calibrated
+            dict(name='ce-adam', config=_pu.format('ce-adam', ds), baseline=ce),
+            dict(name='ce-adam-calibrated', same_as='ce-adam', operating_point='calib',
+                 baseline=['ce-adam', 'ce-calibrated']),
         ]
     methods += [
         dict(name='ece', config=_ece.format('ece', ds), baseline=ce),
