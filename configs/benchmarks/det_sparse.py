@@ -66,8 +66,9 @@ def _rows(ds):
             dict(name='pu-nnpu-hp-warmup-pi0.24',
                  config=_pu.format('pu-nnpu-hp-warmup-pi0.24', ds),
                  baseline=ce + ['pu-nnpu-hp-warmup']),
-            # the optimiser's share: the stock loss with the same Adam, raw and calibrated
-            dict(name='ce-adam', config=_pu.format('ce-adam', ds), baseline=ce),
+            # the optimiser's share: the stock model with the same Adam (a peer: stock loss,
+            # another optimiser), raw and calibrated
+            dict(name='ce-adam', role='peer', config=_pu.format('ce-adam', ds), baseline=ce),
             dict(name='ce-adam-calibrated', same_as='ce-adam', operating_point='calib',
                  baseline=['ce-adam', 'ce-calibrated']),
         ]
