@@ -1290,16 +1290,22 @@ def _md_table(head: List[str], body: List[List[str]]) -> List[str]:
 
 
 def plot_report(spec: dict, tables: List[dict], path: str) -> None:
-    """One panel per (data set, fraction): ``plot_metric`` per row, seeds as dots, the
-    mean with its 95% interval as a bar."""
+    """One panel per (data set, fraction), two to a line: ``plot_metric`` per row, seeds as
+    dots, the mean with its 95% interval as a bar. A metric whose values all lie in [0, 1]
+    is drawn on [0, 1] (a 3-seed t-interval may reach beyond: the bar is cut at the
+    frame)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     m = spec['plot_metric']
     n = len(tables)
-    fig, axes = plt.subplots(1, n, figsize=(max(4.0, 0.45 * max(len(t['rows']) for t in tables)
-                                                + 1.5) * n, 4.2), squeeze=False)
-    for ax, t in zip(axes[0], tables):
+    cols = min(2, n)
+    lines = -(-n // cols)
+    width = max(6.0 / cols, 0.45 * max(len(t['rows']) for t in tables) + 1.5)
+    fig, axes = plt.subplots(lines, cols, figsize=(width * cols, 4.6 * lines), squeeze=False)
+    every = [x['metrics'][m] for t in tables for r in t['rows'] for x in r['seeds'].values()]
+    unit = bool(every) and 0.0 <= min(every) and max(every) <= 1.0
+    for ax, t in zip(axes.flat, tables):
         names = [r['row']['name'] for r in t['rows']]
         for i, r in enumerate(t['rows']):
             vals = [r['seeds'][s]['metrics'][m] for s in sorted(r['seeds'])]
@@ -1309,14 +1315,21 @@ def plot_report(spec: dict, tables: List[dict], path: str) -> None:
                 s = stats.summarise_seeds(vals)
                 ax.errorbar([i], [s['mean']], yerr=[s['ci']], fmt='o', color=colour,
                             capsize=3)
+        if not any(r['seeds'] for r in t['rows']):
+            ax.text(0.5, 0.5, 'runs pending', transform=ax.transAxes, ha='center',
+                    va='center', color='0.5')
+        if unit:
+            ax.set_ylim(-0.03, 1.03)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=60, ha='right', fontsize=7)
         ax.set_title(_data_label(spec, t), fontsize=9)
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
-    fig.suptitle(f'{spec["name"]}: {m} (blue: zoo peers, orange: methods; 95% CI)',
-                 fontsize=9)
-    fig.tight_layout()
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f'{spec["name"]}: {m}\n(blue: peers, orange: methods; dots: seeds, bar: '
+                 'mean with 95% CI)', fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110,
                                                metadata={'Software': None}))
     plt.close(fig)
