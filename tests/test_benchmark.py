@@ -478,3 +478,39 @@ def test_patch_evaluator_by_hand(tmp_path):
     assert out['images'] == ['a', 'b']
     assert out['per_image']['confusion'] == [[1, 1, 0, 0, 0, 0, 0, 0, 0],
                                              [0, 0, 0, 0, 1, 0, 1, 0, 1]]
+
+
+def test_plan_lists_missing_and_stale_runs_with_their_estimated_cost(tmp_path, capsys):
+    zoo = 'configs/benchmarks/zoo/faster-rcnn_r18-c32_fpn_500i_synthetic-sparse30.py'
+    body = (f"task='det'\nseeds=[0, 1]\ngroups=[dict(dataset='d', fractions=[0.3], rows=["
+            f"dict(name='a', role='peer', config='{zoo}', iters=4), dict(name='b', "
+            f"config='{zoo}', iters=4, baseline='a'), dict(name='c', config='{zoo}', "
+            f"iters=8, baseline='a')]), dict(dataset='e', fractions=[0.3], rows=["
+            f"dict(name='a', role='peer', config='{zoo}', iters=4)])]")
+    path = _spec(tmp_path, body)
+    spec = benchmark.load_spec(path)
+    spec['results_dir'] = str(tmp_path / 'results')
+    run = next(r for r in benchmark.expected_runs(spec) if r['key'] == 'd/frac30/a/seed0')
+    _, sha = benchmark.prepare_config(spec, run['group'], run['row'], 0.3, 0)
+
+    def rec(key, row, cpu_s, sha):
+        return dict(key=key, row=row, dataset=key.split('/')[0], cpu_s=cpu_s, retest_of=None,
+                    budget=['iters', 4], config_sha256=sha)
+    os.makedirs(spec['results_dir'])
+    with open(osp.join(spec['results_dir'], 'runs.jsonl'), 'w') as f:
+        for r in (rec('d/frac30/a/seed0', 'a', 600.0, sha),      # done: skipped
+                  rec('d/frac30/a/seed1', 'a', 1200.0, 'old'),   # stale: to do again
+                  rec('e/frac30/a/seed0', 'a', 60.0, 'x')):      # other data set, stale
+            f.write(json.dumps(r) + '\n')
+    out = benchmark.plan(spec)
+    # a on d: its own runs on d (600, 1200 s); b on d: no run of b, so the runs with its
+    # budget on d (a's: 900 s); c (8 iterations): nothing comparable; a on e: its run on e
+    assert [(t['key'], t['stale'], t['cpu_s']) for t in out['todo']] == [
+        ('d/frac30/a/seed1', True, 900.0), ('d/frac30/b/seed0', False, 900.0),
+        ('d/frac30/b/seed1', False, 900.0), ('d/frac30/c/seed0', False, None),
+        ('d/frac30/c/seed1', False, None), ('e/frac30/a/seed0', True, 60.0),
+        ('e/frac30/a/seed1', False, 60.0)]
+    assert out['cpu_h'] == pytest.approx((900 * 3 + 60 * 2) / 3600) and out['unknown'] == 2
+    printed = capsys.readouterr().out
+    assert '7 run(s) to do, about 0.8 CPU core-hours + 2 run(s) with no estimate' in printed
+    assert 'd/frac30/a/seed1' in printed and 'stale' in printed

@@ -5,6 +5,7 @@
         [--datasets NAME ...] [--fractions F ...] [--seeds S ...]
     python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py --report
     python tools/analysis_tools/benchmark.py configs/benchmarks/cellgan.py --rescore
+    python tools/analysis_tools/benchmark.py configs/benchmarks/det_sparse.py --plan
 
 A SPEC (an mmengine config under ``configs/benchmarks/``) lists runs in ``groups``: each
 group is a data set with its label fractions and its rows (name, config, role ``peer`` or
@@ -23,6 +24,8 @@ again from their run folders (predictions, checkpoint) when the evaluator has le
 measure more, and adds it to the records; it refuses to change a number already recorded.
 The scoring here runs its forward passes (cellgan's features) on ``--threads`` torch
 threads, like the runs, so that a score does not depend on the machine's default.
+``--plan`` lists what ``--resume`` would run, in its order, with each run's estimated CPU
+minutes (``cost_estimator``: finished runs of its row, else of its budget) and the total.
 
 ``--report`` reads ``runs.jsonl`` alone and writes ``docs/benchmarks/<spec>/README.md``
 (tables) and ``results.png``; twice gives byte-identical files. Statistics
@@ -81,7 +84,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -1533,36 +1536,77 @@ def _unconverged_note(spec: dict, r: dict) -> str:
     return f' ({n}/{len(r["seeds"])} converged)'
 
 
-def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
-    """How far the spec's grid is: runs expected / done / converged, CPU hours spent and
-    an estimate of the hours left (each pending run costs its row's mean CPU time, else
-    the mean of the spec's finished training runs with the same budget; unknown when
-    neither exists; retests are estimated from retests only)."""
-    runs = expected_runs(spec)
-    done = [records[r['key']] for r in runs if r['key'] in records]
-    by_row: Dict[str, List[float]] = {}
-    by_budget: Dict[str, List[float]] = {}
-    for rec in done:
+def cost_estimator(spec: dict, records: Dict[str, dict]) -> Callable[[dict], Optional[float]]:
+    """CPU seconds a pending run (of ``expected_runs``) will cost: the mean of the finished
+    runs of its row on its data set, else of its row, else of the spec's training runs with
+    its budget on its data set, else with its budget anywhere (a retest: of the row's
+    retests only); None when nothing comparable has run."""
+    pools: Dict[tuple, List[float]] = {}
+    for rec in records.values():
         if rec.get('cpu_s') is None:  # the first version of the tool did not time runs
             continue
         retest = bool(rec.get('retest_of'))
-        by_row.setdefault((rec['row'], retest), []).append(rec['cpu_s'])
-        if not retest:
-            by_budget.setdefault(json.dumps(rec['budget']), []).append(rec['cpu_s'])
-    left, unknown = 0.0, 0
-    for r in runs:
-        if r['key'] in records:
-            continue
-        est = by_row.get((r['row']['name'], r['source'] is not None)) or (
-            None if r['source'] else by_budget.get(json.dumps(list(budget_of(r['row'])))))
-        if est:
-            left += float(np.mean(est))
-        else:
-            unknown += 1
+        budget = json.dumps(rec['budget'])
+        for key in ((rec['row'], rec['dataset'], retest), (rec['row'], retest)) + (
+                () if retest else ((budget, rec['dataset']), (budget, ))):
+            pools.setdefault(key, []).append(rec['cpu_s'])
+
+    def estimate(run: dict) -> Optional[float]:
+        name, ds, retest = run['row']['name'], run['group']['dataset'], run['source'] is not None
+        budget = json.dumps(list(budget_of(run['row'])))
+        tiers = [(name, ds, retest), (name, retest)] + (
+            [] if retest else [(budget, ds), (budget, )])
+        est = next((pools[t] for t in tiers if t in pools), None)
+        return float(np.mean(est)) if est else None
+    return estimate
+
+
+def grid_status(spec: dict, records: Dict[str, dict]) -> dict:
+    """How far the spec's grid is: runs expected / done / converged, CPU hours spent and
+    an estimate of the hours left (``cost_estimator``; unknown: runs it cannot estimate)."""
+    runs = expected_runs(spec)
+    keys = {r['key'] for r in runs}
+    done = [records[r['key']] for r in runs if r['key'] in records]
+    estimate = cost_estimator(spec, {k: v for k, v in records.items() if k in keys})
+    pending = [estimate(r) for r in runs if r['key'] not in records]
+    left = sum(e for e in pending if e is not None)
     return dict(spec=spec['name'], title=spec['title'], expected=len(runs), done=len(done),
                 converged=sum(bool(is_converged(spec, r)) for r in done),
                 cpu_h_done=round(sum(r.get('cpu_s') or 0.0 for r in done) / 3600, 2),
-                cpu_h_left=round(left / 3600, 2), left_unknown=unknown)
+                cpu_h_left=round(left / 3600, 2),
+                left_unknown=sum(e is None for e in pending))
+
+
+def plan(spec: dict, only: Optional[Sequence[str]] = None,
+         fractions: Optional[Sequence[float]] = None,
+         datasets: Optional[Sequence[str]] = None,
+         seeds: Optional[Sequence[int]] = None) -> dict:
+    """What ``--resume`` would run, in its order, with each run's estimated CPU minutes
+    (``cost_estimator``): runs not in ``runs.jsonl``, and recorded runs whose config hash
+    no longer matches (stale). Prints the list and the total; trains nothing."""
+    records = read_runs(osp.join(results_dir(spec), 'runs.jsonl'))
+    estimate = cost_estimator(spec, records)
+    todo = []
+    for run in expected_runs(spec, only, fractions, datasets, seeds):
+        rec = records.get(run['key'])
+        if rec is not None:
+            _, sha = prepare_config(spec, run['group'], run['row'], run['fraction'],
+                                    run['seed'])
+            if rec['config_sha256'] == sha:
+                continue
+        todo.append(dict(key=run['key'], stale=rec is not None, cpu_s=estimate(run)))
+    for t in todo:
+        cost = '?' if t['cpu_s'] is None else f'{t["cpu_s"] / 60:.0f} min'
+        print(f'[benchmark] plan: {t["key"]:<60} {cost:>8}'
+              + ('  (recorded with another config: stale)' if t['stale'] else ''))
+    known = [t['cpu_s'] for t in todo if t['cpu_s'] is not None]
+    unknown = len(todo) - len(known)
+    print(f'[benchmark] plan: {len(todo)} run(s) to do, about {sum(known) / 3600:.1f} CPU '
+          'core-hours' + (f' + {unknown} run(s) with no estimate' if unknown else '')
+          + ' (each the mean CPU time of finished runs of its row, else of its budget; on '
+          'its data set first)',
+          flush=True)
+    return dict(todo=todo, cpu_h=sum(known) / 3600, unknown=unknown)
 
 
 def write_index(repo: str = REPO) -> str:
@@ -1581,11 +1625,13 @@ def write_index(repo: str = REPO) -> str:
              "spec's `status.json`); do not edit. Each spec's README holds its tables; "
              '`configs/benchmarks/SPEC.py` says what runs. Grids resume with '
              '`python tools/analysis_tools/benchmark.py configs/benchmarks/SPEC.py --jobs 2 '
-             '--resume` (`--only ROW...`, `--datasets`, `--fractions`, `--seeds` pick a part); '
+             '--resume` (`--only ROW...`, `--datasets`, `--fractions`, `--seeds` pick a part; '
+             '`--plan` lists the runs it would do, with their estimated CPU time); '
              '`--rescore` adds what a newer evaluator measures to the recorded runs, from '
              'their run folders, without training.', '',
              'CPU hours are core-hours on this project\'s CPU machine (one thread per run); '
-             'the hours left are estimated from the finished runs of the same row or budget.',
+             'the hours left are estimated from the finished runs of the same row, else of '
+             'the same budget (on the same data set first).',
              ''] + _md_table(['spec', 'question', 'runs done', 'converged', 'CPU h spent',
                               'CPU h left (est.)'], rows)
     path = osp.join(repo, 'docs', 'benchmarks', 'README.md')
@@ -1663,6 +1709,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='skip runs already in runs.jsonl with the same config hash')
     p.add_argument('--report', action='store_true',
                    help='only rebuild README.md and results.png from runs.jsonl')
+    p.add_argument('--plan', action='store_true',
+                   help='only list the runs --resume would do (missing or stale), in order, '
+                   'with their estimated CPU minutes; trains nothing')
     p.add_argument('--rescore', action='store_true',
                    help='score the recorded runs again from their run folders (predictions, '
                    'checkpoint) with the current evaluator, adding what it measures that '
@@ -1697,6 +1746,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if unknown:
             raise SpecError(f'{args.spec}: {flag} {unknown}: {problem} ({what}: '
                             f'{sorted(known)})')
+    if args.plan:
+        return plan(spec, args.only, args.fractions, args.datasets, args.seeds)
     if args.report:
         md, png = report(spec)
         print(f'[benchmark] wrote {md} and {png}', flush=True)
