@@ -1585,7 +1585,8 @@ def plan(spec: dict, only: Optional[Sequence[str]] = None,
     (``cost_estimator``): runs not in ``runs.jsonl``, and recorded runs whose config hash
     no longer matches (stale). Prints the list and the total; trains nothing."""
     records = read_runs(osp.join(results_dir(spec), 'runs.jsonl'))
-    estimate = cost_estimator(spec, records)
+    keys = {r['key'] for r in expected_runs(spec)}  # as grid_status: the spec's runs only
+    estimate = cost_estimator(spec, {k: v for k, v in records.items() if k in keys})
     todo = []
     for run in expected_runs(spec, only, fractions, datasets, seeds):
         rec = records.get(run['key'])
