@@ -34,7 +34,7 @@ _all = [0.1, 0.3, 1.0]  # rows run at every fraction on synthetic (the others at
 # detector (hence calibrated CE) and ECE, the method whose schedule targets sparse labels;
 # on mnfinder the PU rows are the working forms (pu-nnpu-hp collapses from iteration 0 on
 # synthetic, so mnfinder has its warm-up version, with SGD and with Adam: issue 17 item 3;
-# `ce-adam` is the stock loss with that Adam, so that the loss and the optimiser part).
+# `ce-adam` is the stock loss with that Adam, to tell the loss from the optimiser).
 
 
 def _rows(ds):

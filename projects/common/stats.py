@@ -196,12 +196,6 @@ STATISTICS: Dict[str, Statistic] = dict(
     cluster_f_score=cluster_f_score, classification_f_score=classification_f_score)
 
 
-def _per_image_array(per_seed: Sequence[np.ndarray]) -> np.ndarray:
-    """(seeds, images, k): integer terms (counts, id pairs) stay integer."""
-    x = np.stack([np.asarray(a) for a in per_seed])
-    return x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float64)
-
-
 def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
                      statistic: Statistic, n_boot: int = 2000, seed: int = 0,
                      conf: float = 0.95, resample_seeds: bool = False) -> Dict[str, float]:
@@ -223,7 +217,7 @@ def paired_bootstrap(method: Sequence[np.ndarray], base: Sequence[np.ndarray],
     if len(method) != len(base) or not len(method):
         raise ValueError(f'paired_bootstrap: {len(method)} method seeds vs {len(base)} '
                          'baseline seeds; they must be the same, non-empty set')
-    m, b = _per_image_array(method), _per_image_array(base)
+    m, b = (np.stack([np.asarray(a) for a in side]) for side in (method, base))
     if m.shape != b.shape:
         raise ValueError(f'paired_bootstrap: per-image arrays {m.shape} vs {b.shape}: the '
                          'two sides must be scored on the same test images')

@@ -852,24 +852,36 @@ def _completed(pool: ThreadPoolExecutor, fn, items: list):
         yield from as_completed([pool.submit(fn, x) for x in items])
 
 
-def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
-                  only: Optional[Sequence[str]], threads: int = 1,
-                  fractions: Optional[Sequence[float]] = None,
-                  datasets: Optional[Sequence[str]] = None,
-                  seeds: Optional[Sequence[int]] = None) -> dict:
-    out = osp.join(results_dir(spec), 'runs.jsonl')
-    done = read_runs(out)
+def runs_to_do(spec: dict, records: Dict[str, dict], resume: bool,
+               only: Optional[Sequence[str]] = None,
+               fractions: Optional[Sequence[float]] = None,
+               datasets: Optional[Sequence[str]] = None,
+               seeds: Optional[Sequence[int]] = None) -> Tuple[List[dict], int]:
+    """The selected runs to train, in order, each with its prepared ``cfg`` / ``sha``
+    (with ``resume``, a run recorded with the same config hash is skipped), and the number
+    skipped. A retest is checked to train as its source run did."""
     todo, skipped = [], 0
     for run in expected_runs(spec, only, fractions, datasets, seeds):
         cfg, sha = prepare_config(spec, run['group'], run['row'], run['fraction'], run['seed'])
         if run['source']:
             _check_same_training(spec, run, cfg)
         run.update(cfg=cfg, sha=sha)
-        rec = done.get(run['key'])
+        rec = records.get(run['key'])
         if resume and rec is not None and rec['config_sha256'] == sha:
             skipped += 1
             continue
         todo.append(run)
+    return todo, skipped
+
+
+def run_benchmark(spec: dict, work_dir: str, jobs: int, resume: bool,
+                  only: Optional[Sequence[str]], threads: int = 1,
+                  fractions: Optional[Sequence[float]] = None,
+                  datasets: Optional[Sequence[str]] = None,
+                  seeds: Optional[Sequence[int]] = None) -> dict:
+    out = osp.join(results_dir(spec), 'runs.jsonl')
+    todo, skipped = runs_to_do(spec, read_runs(out), resume, only, fractions, datasets,
+                               seeds)
     print(f'[benchmark] {spec["name"]}: {len(todo)} runs to do, {skipped} already in {out}; '
           f'{jobs} at a time, {threads} thread(s) each', flush=True)
     failures = []
@@ -944,10 +956,12 @@ def rescore(spec: dict, work_dir: str, only: Optional[Sequence[str]] = None,
         result = EVALUATE[spec['task']](cfg, paths.get('val'), paths['test'], paths['ckpt'])
         changed = [m for m, v in rec['metrics'].items() if m in result['metrics']
                    and not np.isclose(result['metrics'][m], v, rtol=0, atol=1e-9)]
-        problem = (f'{paths["test"]} holds other test images than the record'
-                   if result['images'] != rec['images'] else
-                   f'rescoring changes {changed[0]} from {rec["metrics"][changed[0]]!r} to '
-                   f'{result["metrics"][changed[0]]!r}' if changed else None)
+        problem = None
+        if result['images'] != rec['images']:
+            problem = f'{paths["test"]} holds other test images than the record'
+        elif changed:
+            problem = (f'rescoring changes {changed[0]} from {rec["metrics"][changed[0]]!r} '
+                       f'to {result["metrics"][changed[0]]!r}')
         if problem:
             failed.append(f'{where}: {problem}')
             print(f'[benchmark] NOT rescored {rec["key"]}: {problem}', flush=True)
@@ -1587,15 +1601,8 @@ def plan(spec: dict, only: Optional[Sequence[str]] = None,
     records = read_runs(osp.join(results_dir(spec), 'runs.jsonl'))
     keys = {r['key'] for r in expected_runs(spec)}  # as grid_status: the spec's runs only
     estimate = cost_estimator(spec, {k: v for k, v in records.items() if k in keys})
-    todo = []
-    for run in expected_runs(spec, only, fractions, datasets, seeds):
-        rec = records.get(run['key'])
-        if rec is not None:
-            _, sha = prepare_config(spec, run['group'], run['row'], run['fraction'],
-                                    run['seed'])
-            if rec['config_sha256'] == sha:
-                continue
-        todo.append(dict(key=run['key'], stale=rec is not None, cpu_s=estimate(run)))
+    runs, _ = runs_to_do(spec, records, True, only, fractions, datasets, seeds)
+    todo = [dict(key=r['key'], stale=r['key'] in records, cpu_s=estimate(r)) for r in runs]
     for t in todo:
         cost = '?' if t['cpu_s'] is None else f'{t["cpu_s"] / 60:.0f} min'
         print(f'[benchmark] plan: {t["key"]:<60} {cost:>8}'
