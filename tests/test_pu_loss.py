@@ -424,6 +424,62 @@ def test_hidden_prior_warmup_ramps_from_cross_entropy():
         logits, labels).item() == pytest.approx(ce)
 
 
+# Kiryo et al.'s sigmoid loss on the same probabilities as BINARY_HAND (p_fg = 0.8 | 0.5 | 0.1):
+# H(c,1) of the positive = 1 - 0.8 ; H(c,0) = p_fg = 0.8, 0.5, 0.1 ; pi = 0.1
+# E_x = 1.4 / 3 = 0.466667 ; - 0.1 * 0.8 -> 0.386667 ; + 0.1 * 0.2 -> 0.406667
+SIGMOID_HAND = 0.406667
+
+
+def test_sigmoid_surrogate_hand_values_softmax_and_sigmoid_forms():
+    logits, labels = _binary_logits_softmax()
+    assert PULoss(prior=0.1, surrogate='sigmoid')(logits, labels).item() == pytest.approx(
+        SIGMOID_HAND, abs=1e-6)
+    rpn_logits = (logits[:, 0] - logits[:, 1])[:, None]  # the margin: same p_fg
+    assert PULoss(prior=0.1, use_sigmoid=True, surrogate='sigmoid')(
+        rpn_logits, labels).item() == pytest.approx(SIGMOID_HAND, abs=1e-6)
+    # C = 2 sigmoid, p = (0.8, 0.1), label 1: H(c,1) = 0.8 + (1 - 0.1), H(c,0) = 0.8 + 0.1
+    two = T([[math.log(4.), math.log(1 / 9)]], dtype=torch.float64)
+    h0, h1, _ = PULoss(prior=0.1, use_sigmoid=True, surrogate='sigmoid').per_sample_losses(
+        two, T([1]))
+    assert (h0.item(), h1.item()) == pytest.approx((0.9, 1.7))
+    # C = 2 softmax, p = (0.2, 0.3, 0.5), label 1: H(c,1) = 0.7, H(c,0) = 1 - 0.5
+    three = T([[0.2, 0.3, 0.5]], dtype=torch.float64).log()
+    h0, h1, _ = PULoss(prior=0.1, surrogate='sigmoid').per_sample_losses(three, T([1]))
+    assert (h0.item(), h1.item()) == pytest.approx((0.5, 0.7))
+    # hidden_prior = 0: the mean sigmoid loss of the labels, (0.2 + 0.5 + 0.1) / 3
+    assert PULoss(hidden_prior=0.0, surrogate='sigmoid')(logits, labels).item() == \
+        pytest.approx(0.8 / 3)
+    with pytest.raises(ValueError, match='surrogate'):
+        PULoss(prior=0.1, surrogate='mae')
+
+
+def test_sigmoid_surrogate_saturates_where_cross_entropy_keeps_pushing():
+    # unbiased risk, a positive at margin 0 and an unlabeled sample at margin 10: the
+    # gradient on its foreground logit is (1/2) dH(c,0)/dm = sigmoid(10) / 2 with CE,
+    # sigmoid(10) sigmoid(-10) / 2 with the sigmoid loss
+    s10 = 1 / (1 + math.exp(-10))
+    for surrogate, expected in (('ce', s10 / 2), ('sigmoid', s10 * (1 - s10) / 2)):
+        logits = T([[0., 0.], [10., 0.]], dtype=torch.float64, requires_grad=True)
+        PULoss(prior=0.5, nonnegative=False, surrogate=surrogate)(logits, T([0, 1])).backward()
+        assert logits.grad[1, 0].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_sigmoid_surrogate_nnpu_gradient_matches_autograd_of_negative_part():
+    # the batch of the CE test above: H(c,0) = sigmoid(margin) gives E_x H0 = 0.4538 and
+    # pi E_P H0 = 0.8250, negative part -0.371: the ascent step acts
+    logits = T([[3., 0.], [2., 0.], [0., 2.], [0., 3.], [0., 1.]], dtype=torch.float64,
+               requires_grad=True)
+    labels = T([0, 0, 1, 1, 1])
+    PULoss(prior=0.9, nonnegative='nnpu', gamma=0.5, surrogate='sigmoid')(
+        logits, labels).backward()
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    h0 = torch.sigmoid(ref_logits[:, 0] - ref_logits[:, 1])
+    neg = h0.mean() - 0.9 * h0[:2].mean()
+    assert neg.item() == pytest.approx(-0.371, abs=1e-3)
+    (-0.5 * neg).backward()
+    assert torch.allclose(logits.grad, ref_logits.grad)
+
+
 def test_pu_loss_hook_pushes_the_iteration_and_logs():
     from mmengine.logging import MessageHub
     from projects.pu_detection import PULossHook

@@ -66,6 +66,11 @@ def _rows(ds):
             dict(name='pu-nnpu-hp-warmup-pi0.24',
                  config=_pu.format('pu-nnpu-hp-warmup-pi0.24', ds),
                  baseline=ce + ['pu-nnpu-hp-warmup']),
+            # SGD with a bounded H in the RoI head (Kiryo et al.'s sigmoid loss): is the
+            # unbounded cross-entropy ascent what diverges?
+            dict(name='pu-nnpu-hp-warmup-sigloss',
+                 config=_pu.format('pu-nnpu-hp-warmup-sigloss', ds),
+                 baseline=ce + ['pu-nnpu-hp-warmup', 'pu-nnpu-hp-warmup-adam']),
             # the optimiser's share: the stock model with the same Adam (a peer: stock loss,
             # another optimiser), raw and calibrated
             dict(name='ce-adam', role='peer', config=_pu.format('ce-adam', ds), baseline=ce),

@@ -27,6 +27,7 @@ Prior = Union[float, Sequence[float]]
 Nonnegative = Union[bool, str]
 MODES = ('detection', 'classic')
 NONNEGATIVE = (True, False, 'nnpu')
+SURROGATES = ('ce', 'sigmoid')
 # layout of pu_sums: 6 batch sums, then 3 per positive group k
 SUM_NAMES = ('w', 'w_h0', 'w_u', 'w_u_h0', 'w_l', 'w_l_h1')
 GROUP_SUM_NAMES = ('w_p', 'w_p_h0', 'w_p_h1')
@@ -104,6 +105,25 @@ def nonnegative_risk(neg_part: Tensor, pos_part: Tensor, nonnegative: Nonnegativ
     if nonnegative:
         return pos_part + neg_part.clamp(min=0.0)
     return pos_part + neg_part
+
+
+def sigmoid_losses(cls_score: Tensor, label: Tensor, num_classes: int,
+                   use_sigmoid: bool) -> Tuple[Tensor, Tensor]:
+    """Kiryo et al.'s bounded sigmoid loss l(z, y) = sigmoid(-y z) (Sec. 4) as (H0, Hy).
+
+    Softmax scores (N, C+1): H(c, k) = 1 - softmax(c)_k, H(c, 0) = 1 - softmax(c)_C; with
+    one foreground class this is sigmoid(-y z) on the margin z = c_fg - c_bg. Sigmoid
+    scores (N, C): H(c, k) = sum_j sigmoid(-y_j c_j) with y_j = +1 for j = k, else -1,
+    and H(c, 0) = sum_j sigmoid(c_j). Each term lies in [0, 1], so the ascent of the nnPU
+    step cannot run off (its gradient vanishes as a sample saturates).
+    """
+    if use_sigmoid:
+        prob = torch.sigmoid(cls_score)
+        target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
+        h_pos = (target * (1.0 - prob) + (1.0 - target) * prob).sum(dim=1)
+        return prob.sum(dim=1), h_pos
+    prob = F.softmax(cls_score, dim=1)
+    return 1.0 - prob[:, num_classes], 1.0 - prob.gather(1, label[:, None]).squeeze(1)
 
 
 def _pos_class(is_pos: Tensor, prior: Optional[Prior]) -> Tuple[Tensor, int]:
@@ -345,7 +365,10 @@ class PULoss(nn.Module):
             ('none') or summed value is not defined, so other values raise ValueError.
         beta, gamma: the constants of the 'nnpu' step (Kiryo et al.: 0 and 1).
         hidden_prior: pi_U instead of ``prior``: the per-batch prior
-            pi_b = rho_L + (1 - rho_L) pi_U (:func:`pu_risk`); 0 is cross-entropy.
+            pi_b = rho_L + (1 - rho_L) pi_U (:func:`pu_risk`); 0 is the plain supervised
+            loss (cross-entropy with ``surrogate='ce'``).
+        surrogate: H, the per-sample loss: 'ce' (cross-entropy, the paper's choice) or
+            'sigmoid' (Kiryo et al.'s bounded sigmoid loss, :func:`sigmoid_losses`).
         hidden_prior_warmup_iters: ramp pi_U linearly from 0 at iteration 0 to its value
             at this iteration (cross-entropy as warm-up). The iteration is pushed by
             ``PULossHook`` (a training call without it is an error).
@@ -382,11 +405,15 @@ class PULoss(nn.Module):
                  gamma: float = 1.0,
                  hidden_prior: Optional[float] = None,
                  hidden_prior_warmup_iters: int = 0,
-                 sync_ddp: bool = True) -> None:
+                 sync_ddp: bool = True,
+                 surrogate: str = 'ce') -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f'PULoss: mode must be one of {MODES}, got {mode!r}')
         self._check_reduction(reduction)
+        if surrogate not in SURROGATES:
+            raise ValueError(f'PULoss: surrogate must be one of {SURROGATES} (the per-sample '
+                             f'loss H), got {surrogate!r}')
         if prior is not None and hidden_prior is not None:
             raise ValueError(f'PULoss: prior={prior!r} (a fixed pi) and hidden_prior='
                              f'{hidden_prior!r} (pi_U, giving a per-batch pi) are exclusive: '
@@ -415,6 +442,7 @@ class PULoss(nn.Module):
         self.loss_weight = float(loss_weight)
         self.reduction = reduction
         self.sync_ddp = bool(sync_ddp)
+        self.surrogate = surrogate
         self.iteration: Optional[int] = None
         self.last_stats: Optional[Dict[str, Tensor]] = None
         self._gt_proposal: Optional[Tensor] = None
@@ -434,7 +462,8 @@ class PULoss(nn.Module):
         nn_ = (f', beta={self.beta}, gamma={self.gamma}' if self.nonnegative == 'nnpu'
                else '')
         return (f'{prior}, mode={self.mode!r}, nonnegative={self.nonnegative!r}{nn_}, '
-                f'use_sigmoid={self.use_sigmoid}, loss_weight={self.loss_weight}')
+                f'use_sigmoid={self.use_sigmoid}, loss_weight={self.loss_weight}, '
+                f'surrogate={self.surrogate!r}')
 
     def set_iter(self, iteration: int) -> None:
         """Training position (``PULossHook`` pushes ``runner.iter`` before each step)."""
@@ -478,6 +507,9 @@ class PULoss(nn.Module):
             raise ValueError(f'PULoss: labels must lie in [0, {num_classes}] '
                              f'({num_classes} = background), got min {int(label.min())} '
                              f'max {int(label.max())}')
+        if self.surrogate == 'sigmoid':
+            h_neg, h_pos = sigmoid_losses(cls_score, label, num_classes, self.use_sigmoid)
+            return h_neg, h_pos, num_classes
         if self.use_sigmoid:
             target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
             h_pos = F.binary_cross_entropy_with_logits(
