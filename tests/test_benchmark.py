@@ -514,3 +514,25 @@ def test_plan_lists_missing_and_stale_runs_with_their_estimated_cost(tmp_path, c
     printed = capsys.readouterr().out
     assert '7 run(s) to do, about 0.8 CPU core-hours + 2 run(s) with no estimate' in printed
     assert 'd/frac30/a/seed1' in printed and 'stale' in printed
+
+
+def test_calibrated_counts_hand_values_and_no_detected_cell():
+    # test set: one image, 3 cells; predictions scored 0.9 / 0.4 / 0.2, the first two on
+    # cells: at threshold t the counts are (tp, fp, fn) of the predictions >= t
+    def test_counts(thr: float) -> np.ndarray:
+        kept = [(s, hit) for s, hit in ((0.9, True), (0.4, True), (0.2, False)) if s >= thr]
+        tp = sum(hit for _, hit in kept)
+        return np.array([[tp, len(kept) - tp, 3 - tp]])
+
+    cell = dict(gt=np.array([[10., 10.], [40., 40.]]))
+    # validation: the two annotated cells score 0.6 (within 5 px) and 0 (nearest box 20 px
+    # away) -> c = 0.3, threshold 0.15: all three test predictions kept
+    val = [dict(cell, pred=np.array([[12., 10.], [60., 40.]]), scores=np.array([0.6, 0.8]))]
+    c, thr, counts = benchmark.calibrated_counts(val, 5.0, test_counts)
+    assert (c, thr) == (pytest.approx(0.3), pytest.approx(0.15))
+    assert counts.tolist() == [[2, 1, 1]]
+    # no annotated validation cell has a detection: c = 0, no threshold, nothing kept
+    empty = [dict(cell, pred=np.zeros((0, 2)), scores=np.zeros(0))]
+    c, thr, counts = benchmark.calibrated_counts(empty, 5.0, test_counts)
+    assert (c, thr, counts.tolist()) == (0.0, None, [[0, 0, 3]])
+    assert stats.pooled_f1(counts[None]) == 0.0

@@ -47,7 +47,8 @@ Evaluators:
   can do), at 0.5 c with c the mean score of the annotated validation cells (``F1@calib``,
   Elkan & Noto 2008) and at the best threshold on the test labels (``F1@oracle``, an
   oracle: ranking quality, not a deployable setting). Thresholds: 0.01..0.99 in steps of
-  0.01 (c is exact).
+  0.01 (c is exact; a run whose validation cells have no detection at all has c = 0 and
+  no calibrated threshold: its ``F1@calib`` keeps nothing, see :func:`calibrated_counts`).
 * ``seg``: ``Dice_obj``, ``AJI``, ``PQ`` / ``SQ`` / ``DQ`` of ``NucleiMetric`` (mean over
   the test images with objects) and ``pixel_F1``.
 * ``patch``: ``OP`` / ``PC`` / ``mAcc`` / ``mIoU`` of ``PatchSegMetric`` (per-slide
@@ -566,9 +567,26 @@ def _split_counts(ev_cfg: dict, pkl: str) -> Tuple[list, list, Any]:
     return raw, read, counts
 
 
+def calibrated_counts(val_images: list, radius: float,
+                      test_counts: Callable[[float], np.ndarray]
+                      ) -> Tuple[float, Optional[float], np.ndarray]:
+    """(c, the threshold 0.5 c, the per-image test counts at it) of ``F1@calib``.
+
+    c is the mean score of the annotated validation cells (:func:`labelling_frequency`,
+    scores below the dump's ``score_thr`` count as 0). c = 0 (no annotated validation cell
+    has a detection) leaves no threshold to calibrate: the threshold is None and nothing
+    is kept (every test cell missed), as a user's calibration step stops there.
+    """
+    from projects.common.calibration import calibrated_threshold, labelling_frequency
+    c = labelling_frequency(val_images, radius)
+    if c == 0:
+        return c, None, test_counts(float('inf'))
+    thr = calibrated_threshold(c)
+    return c, thr, test_counts(thr)
+
+
 def evaluate_det(cfg, val_pkl: str, test_pkl: str, ckpt: Optional[str] = None) -> dict:
     """Metrics and per-image counts of a detection run (see the module docstring)."""
-    from projects.common.calibration import calibrated_threshold, labelling_frequency
     ev_cfg = _evaluator_cfg(cfg, 'test_evaluator', 'CellDetectionMetric')
     _, val_read, val_counts = _split_counts(ev_cfg, val_pkl)
     test_raw, _, test_counts = _split_counts(ev_cfg, test_pkl)
@@ -579,13 +597,13 @@ def evaluate_det(cfg, val_pkl: str, test_pkl: str, ckpt: Optional[str] = None) -
                                                      stats.pooled_f1(test_grid))[0])
     images = [dict(gt=g['points'], pred=(p['boxes'][:, :2] + p['boxes'][:, 2:]) / 2,
                    scores=p['scores']) for g, p in val_read]
-    c = labelling_frequency(images, float(ev_cfg.get('radius', 12.0)))
-    thr_calib = calibrated_threshold(c)
+    c, thr_calib, calib = calibrated_counts(images, float(ev_cfg.get('radius', 12.0)),
+                                            test_counts)
     ops = {'0.5': 0.5, 'val': THRESHOLDS[i_val], 'calib': thr_calib,
            'oracle': THRESHOLDS[i_oracle]}
     # the grid already holds every operating point but the calibrated one
     counts = {'0.5': test_grid[THRESHOLDS.index(0.5)], 'val': test_grid[i_val],
-              'calib': test_counts(thr_calib), 'oracle': test_grid[i_oracle]}
+              'calib': calib, 'oracle': test_grid[i_oracle]}
     per_image = {f'counts@{k}': v.tolist() for k, v in counts.items()}
     metrics = {f'F1@{k}': float(stats.pooled_f1(v)) for k, v in counts.items()}
     full = _build_metric(ev_cfg, 'mmdet', coco_ap=True, classwise=False,
@@ -593,7 +611,7 @@ def evaluate_det(cfg, val_pkl: str, test_pkl: str, ckpt: Optional[str] = None) -
     full.process(None, test_raw)
     coco = full.compute_metrics(full.results)
     metrics.update(AP=float(coco['coco_AP']), AP50=float(coco['coco_AP50']))
-    extra = {f'thr@{k}': float(t) for k, t in ops.items()}
+    extra = {f'thr@{k}': None if t is None else float(t) for k, t in ops.items()}
     extra['c'] = float(c)
     return dict(metrics=metrics, extra=extra, per_image=per_image,
                 images=_image_names(test_raw),
