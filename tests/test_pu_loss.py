@@ -446,6 +446,9 @@ def test_sigmoid_surrogate_hand_values_softmax_and_sigmoid_forms():
     three = T([[0.2, 0.3, 0.5]], dtype=torch.float64).log()
     h0, h1, _ = PULoss(prior=0.1, surrogate='sigmoid').per_sample_losses(three, T([1]))
     assert (h0.item(), h1.item()) == pytest.approx((0.5, 0.7))
+    # sigmoid-h0: the same H(c,0), cross-entropy for the positive: 0.386667 + 0.1 * ln 1.25
+    assert PULoss(prior=0.1, surrogate='sigmoid-h0')(logits, labels).item() == \
+        pytest.approx(0.386667 + 0.1 * math.log(1.25), abs=1e-6)
     # hidden_prior = 0: the mean sigmoid loss of the labels, (0.2 + 0.5 + 0.1) / 3
     assert PULoss(hidden_prior=0.0, surrogate='sigmoid')(logits, labels).item() == \
         pytest.approx(0.8 / 3)
@@ -456,9 +459,10 @@ def test_sigmoid_surrogate_hand_values_softmax_and_sigmoid_forms():
 def test_sigmoid_surrogate_saturates_where_cross_entropy_keeps_pushing():
     # unbiased risk, a positive at margin 0 and an unlabeled sample at margin 10: the
     # gradient on its foreground logit is (1/2) dH(c,0)/dm = sigmoid(10) / 2 with CE,
-    # sigmoid(10) sigmoid(-10) / 2 with the sigmoid loss
+    # sigmoid(10) sigmoid(-10) / 2 with the sigmoid loss as H(c,0) ('sigmoid', 'sigmoid-h0')
     s10 = 1 / (1 + math.exp(-10))
-    for surrogate, expected in (('ce', s10 / 2), ('sigmoid', s10 * (1 - s10) / 2)):
+    for surrogate, expected in (('ce', s10 / 2), ('sigmoid', s10 * (1 - s10) / 2),
+                                ('sigmoid-h0', s10 * (1 - s10) / 2)):
         logits = T([[0., 0.], [10., 0.]], dtype=torch.float64, requires_grad=True)
         PULoss(prior=0.5, nonnegative=False, surrogate=surrogate)(logits, T([0, 1])).backward()
         assert logits.grad[1, 0].item() == pytest.approx(expected, rel=1e-9)

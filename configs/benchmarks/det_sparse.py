@@ -66,10 +66,13 @@ def _rows(ds):
             dict(name='pu-nnpu-hp-warmup-pi0.24',
                  config=_pu.format('pu-nnpu-hp-warmup-pi0.24', ds),
                  baseline=ce + ['pu-nnpu-hp-warmup']),
-            # SGD with a bounded H in the RoI head (Kiryo et al.'s sigmoid loss): is the
-            # unbounded cross-entropy ascent what diverges?
+            # SGD with a bounded H in the RoI head (Kiryo et al.'s sigmoid loss; and for
+            # H(c, 0) only): is the unbounded cross-entropy ascent what diverges?
             dict(name='pu-nnpu-hp-warmup-sigloss',
                  config=_pu.format('pu-nnpu-hp-warmup-sigloss', ds),
+                 baseline=ce + ['pu-nnpu-hp-warmup', 'pu-nnpu-hp-warmup-adam']),
+            dict(name='pu-nnpu-hp-warmup-sigh0',
+                 config=_pu.format('pu-nnpu-hp-warmup-sigh0', ds),
                  baseline=ce + ['pu-nnpu-hp-warmup', 'pu-nnpu-hp-warmup-adam']),
             # the optimiser's share: the stock model with the same Adam (a peer: stock loss,
             # another optimiser), raw and calibrated

@@ -27,7 +27,7 @@ Prior = Union[float, Sequence[float]]
 Nonnegative = Union[bool, str]
 MODES = ('detection', 'classic')
 NONNEGATIVE = (True, False, 'nnpu')
-SURROGATES = ('ce', 'sigmoid')
+SURROGATES = ('ce', 'sigmoid', 'sigmoid-h0')
 # layout of pu_sums: 6 batch sums, then 3 per positive group k
 SUM_NAMES = ('w', 'w_h0', 'w_u', 'w_u_h0', 'w_l', 'w_l_h1')
 GROUP_SUM_NAMES = ('w_p', 'w_p_h0', 'w_p_h1')
@@ -105,6 +105,18 @@ def nonnegative_risk(neg_part: Tensor, pos_part: Tensor, nonnegative: Nonnegativ
     if nonnegative:
         return pos_part + neg_part.clamp(min=0.0)
     return pos_part + neg_part
+
+
+def cross_entropies(cls_score: Tensor, label: Tensor, num_classes: int,
+                    use_sigmoid: bool) -> Tuple[Tensor, Tensor]:
+    """(H(c, 0), H(c, y)) as mmdet's cross-entropy gives them (see :class:`PULoss`)."""
+    if use_sigmoid:
+        target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
+        h_pos = F.binary_cross_entropy_with_logits(
+            cls_score, target, reduction='none').sum(dim=1)
+        return F.softplus(cls_score).sum(dim=1), h_pos  # BCE(c, 0) = log(1 + e^c)
+    logp = F.log_softmax(cls_score, dim=1)
+    return -logp[:, num_classes], -logp.gather(1, label[:, None]).squeeze(1)
 
 
 def sigmoid_losses(cls_score: Tensor, label: Tensor, num_classes: int,
@@ -367,8 +379,10 @@ class PULoss(nn.Module):
         hidden_prior: pi_U instead of ``prior``: the per-batch prior
             pi_b = rho_L + (1 - rho_L) pi_U (:func:`pu_risk`); 0 is the plain supervised
             loss (cross-entropy with ``surrogate='ce'``).
-        surrogate: H, the per-sample loss: 'ce' (cross-entropy, the paper's choice) or
-            'sigmoid' (Kiryo et al.'s bounded sigmoid loss, :func:`sigmoid_losses`).
+        surrogate: H, the per-sample loss: 'ce' (cross-entropy, the paper's choice),
+            'sigmoid' (Kiryo et al.'s bounded sigmoid loss, :func:`sigmoid_losses`) or
+            'sigmoid-h0' (the sigmoid loss for H(c, 0), which the nnPU step ascends, and
+            cross-entropy for the labelled class H(c, k)).
         hidden_prior_warmup_iters: ramp pi_U linearly from 0 at iteration 0 to its value
             at this iteration (cross-entropy as warm-up). The iteration is pushed by
             ``PULossHook`` (a training call without it is an error).
@@ -507,18 +521,10 @@ class PULoss(nn.Module):
             raise ValueError(f'PULoss: labels must lie in [0, {num_classes}] '
                              f'({num_classes} = background), got min {int(label.min())} '
                              f'max {int(label.max())}')
-        if self.surrogate == 'sigmoid':
-            h_neg, h_pos = sigmoid_losses(cls_score, label, num_classes, self.use_sigmoid)
-            return h_neg, h_pos, num_classes
-        if self.use_sigmoid:
-            target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
-            h_pos = F.binary_cross_entropy_with_logits(
-                cls_score, target, reduction='none').sum(dim=1)
-            h_neg = F.softplus(cls_score).sum(dim=1)  # BCE(c, 0) = log(1 + e^c)
-        else:
-            logp = F.log_softmax(cls_score, dim=1)
-            h_pos = -logp.gather(1, label[:, None]).squeeze(1)
-            h_neg = -logp[:, num_classes]
+        losses = sigmoid_losses if self.surrogate == 'sigmoid' else cross_entropies
+        h_neg, h_pos = losses(cls_score, label, num_classes, self.use_sigmoid)
+        if self.surrogate == 'sigmoid-h0':
+            h_neg = sigmoid_losses(cls_score, label, num_classes, self.use_sigmoid)[0]
         return h_neg, h_pos, num_classes
 
     def _check_caller(self, label) -> None:
