@@ -355,8 +355,8 @@ class PULoss(nn.Module):
     """Drop-in ``loss_cls`` for mmdet heads implementing :func:`pu_risk` (eq. 12).
 
     Positives are samples labelled with a foreground class; unlabeled ones are those
-    labelled background. H(c, y) is the per-sample loss the stock cross-entropy would
-    give for label y:
+    labelled background. H(c, y) is (with the default ``surrogate='ce'``) the per-sample
+    loss the stock cross-entropy would give for label y:
 
     - softmax (``use_sigmoid=False``, RoI head): scores (N, C+1), background = C;
       H(c, k) = -log softmax(c)_k, H(c, 0) = -log softmax(c)_C.
