@@ -13,10 +13,11 @@ from .bde import (BDERoIHead, BDERPNHead, bde_weights, box_density_energy,
                   relative_energy_weights)
 from .hooks import PULossHook
 from .pu_heads import PUATSSHead, PUFCOSHead, PUHeadMixin, PURetinaHead, PURoIHead
-from .pu_loss import PULoss, nnpu_risk, pu_risk, sigmoid_losses
+from .pu_loss import PULoss, cross_entropies, nnpu_risk, pu_risk, sigmoid_losses
 from .pu_rpn_head import PURPNHead
 from .vgg import VGG16
 
-__all__ = ['PULoss', 'pu_risk', 'nnpu_risk', 'sigmoid_losses', 'PURPNHead', 'PUHeadMixin',
-           'PURetinaHead', 'PUATSSHead', 'PUFCOSHead', 'PURoIHead', 'PULossHook', 'VGG16', 'BDERPNHead',
-           'BDERoIHead', 'box_density_energy', 'bde_weights', 'relative_energy_weights']
+__all__ = ['PULoss', 'pu_risk', 'nnpu_risk', 'cross_entropies', 'sigmoid_losses', 'PURPNHead',
+           'PUHeadMixin', 'PURetinaHead', 'PUATSSHead', 'PUFCOSHead', 'PURoIHead', 'PULossHook',
+           'VGG16', 'BDERPNHead', 'BDERoIHead', 'box_density_energy', 'bde_weights',
+           'relative_energy_weights']

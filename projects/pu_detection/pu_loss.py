@@ -121,7 +121,7 @@ def cross_entropies(cls_score: Tensor, label: Tensor, num_classes: int,
 
 def sigmoid_losses(cls_score: Tensor, label: Tensor, num_classes: int,
                    use_sigmoid: bool) -> Tuple[Tensor, Tensor]:
-    """Kiryo et al.'s bounded sigmoid loss l(z, y) = sigmoid(-y z) (Sec. 4) as (H0, Hy).
+    """Kiryo et al.'s bounded sigmoid loss l(z, y) = sigmoid(-y z) (their experiments), (H0, Hy).
 
     Softmax scores (N, C+1): H(c, k) = 1 - softmax(c)_k, H(c, 0) = 1 - softmax(c)_C; with
     one foreground class this is sigmoid(-y z) on the margin z = c_fg - c_bg. Sigmoid
