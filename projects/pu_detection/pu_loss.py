@@ -107,11 +107,17 @@ def nonnegative_risk(neg_part: Tensor, pos_part: Tensor, nonnegative: Nonnegativ
     return pos_part + neg_part
 
 
+def _foreground_one_hot(label: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """(N, C) one-hot targets of sigmoid heads; label C (background) is all zeros."""
+    return F.one_hot(label, num_classes + 1)[:, :num_classes].to(dtype)
+
+
 def cross_entropies(cls_score: Tensor, label: Tensor, num_classes: int,
                     use_sigmoid: bool) -> Tuple[Tensor, Tensor]:
-    """(H(c, 0), H(c, y)) as mmdet's cross-entropy gives them (see :class:`PULoss`)."""
+    """(H(c, 0), H(c, y)) with H the cross-entropy of Zhao et al. eq. (3), as mmdet's
+    ``CrossEntropyLoss`` computes it (softmax or sigmoid scores; see :class:`PULoss`)."""
     if use_sigmoid:
-        target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
+        target = _foreground_one_hot(label, num_classes, cls_score.dtype)
         h_pos = F.binary_cross_entropy_with_logits(
             cls_score, target, reduction='none').sum(dim=1)
         return F.softplus(cls_score).sum(dim=1), h_pos  # BCE(c, 0) = log(1 + e^c)
@@ -131,7 +137,7 @@ def sigmoid_losses(cls_score: Tensor, label: Tensor, num_classes: int,
     """
     if use_sigmoid:
         prob = torch.sigmoid(cls_score)
-        target = F.one_hot(label, num_classes + 1)[:, :num_classes].to(cls_score.dtype)
+        target = _foreground_one_hot(label, num_classes, cls_score.dtype)
         h_pos = (target * (1.0 - prob) + (1.0 - target) * prob).sum(dim=1)
         return prob.sum(dim=1), h_pos
     prob = F.softmax(cls_score, dim=1)
@@ -384,7 +390,8 @@ class PULoss(nn.Module):
             'sigmoid-h0' (the sigmoid loss for H(c, 0), which the nnPU step ascends, and
             cross-entropy for the labelled class H(c, k)).
         hidden_prior_warmup_iters: ramp pi_U linearly from 0 at iteration 0 to its value
-            at this iteration (cross-entropy as warm-up). The iteration is pushed by
+            at this iteration (the plain supervised loss as warm-up: cross-entropy with
+            ``surrogate='ce'``). The iteration is pushed by
             ``PULossHook`` (a training call without it is an error).
         sync_ddp: under DDP (training, with gradients) all-reduce the sums of
             :func:`pu_sums` before the clamp, so there is one clamp per global batch. Every
