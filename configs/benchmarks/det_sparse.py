@@ -21,6 +21,11 @@ deletion applied: the threshold of `F1@val` and the c of `F1@calib` are chosen o
 incomplete labels); the 3 images of its validation-data are the complete test set (its
 test-data is held out).
 `F1@oracle` picks the threshold on the test labels: ranking quality, not a usable setting.
+Predictions are dumped at the models' test `score_thr` (0.05): a threshold below it acts as
+0.05, and an annotated validation cell whose best detection scores below 0.05 counts as 0
+in c (so c is low by at most 0.05 x the share of such cells). This matters for `F1@calib`
+only where 0.5 c < 0.05: mnfinder `retinanet` and `fcos` (0.5 c = 0.005-0.046) and the
+collapsed PU rows (`thr@calib` of each run is in `runs.jsonl`).
 """
 data = dict(synthetic=_base_.synthetic_data, mnfinder=_base_.mnfinder_data)
 _synthetic_root = _base_.synthetic_root
