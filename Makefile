@@ -7,10 +7,13 @@
 SHELL := /bin/bash
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
 DEMO_CONFIG_stock := configs/pu_detection/faster-rcnn_r18-c32_fpn_ce_500i_synthetic-sparse30.py
-DEMO_CONFIG_pu := configs/pu_detection/faster-rcnn_r18-c32_fpn_pu-nnpu-hp_500i_synthetic-sparse30.py
+DEMO_CONFIG_pu := configs/pu_detection/faster-rcnn_r18-c32_fpn_pu-nnpu-hp-warmup_500i_synthetic-sparse30.py
 DEMO_DIR := work_dirs/demo
 DEMO_ITERS ?= 500
 DATA := data/synthetic
+# the PU detector ramps pi_U in over the first half of training (250 of 500 iterations)
+DEMO_PU_WARMUP = $(foreach h,rpn_head roi_head.bbox_head,\
+  model.$(h).loss_cls.hidden_prior_warmup_iters=$(shell echo $$(( $(DEMO_ITERS) / 2 ))))
 
 .PHONY: setup demo test data clean-demo
 
@@ -26,10 +29,16 @@ data: setup
 demo: data
 	@for m in stock pu; do \
 	  cfg=$$([ $$m = stock ] && echo $(DEMO_CONFIG_stock) || echo $(DEMO_CONFIG_pu)); \
-	  echo "[mmhisto] training the $$m detector: $$cfg"; \
-	  $(PY) tools/train.py $$cfg --work-dir $(DEMO_DIR)/$$m \
-	    --cfg-options train_cfg.max_iters=$(DEMO_ITERS) train_cfg.val_interval=$(DEMO_ITERS) \
-	    default_hooks.checkpoint.interval=$(DEMO_ITERS) || exit 1; \
+	  if [ -f $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth ]; then \
+	    echo "[mmhisto] $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth exists: reusing the trained $$m" \
+	      "detector (make clean-demo to retrain)"; \
+	  else \
+	    echo "[mmhisto] training the $$m detector: $$cfg"; \
+	    $(PY) tools/train.py $$cfg --work-dir $(DEMO_DIR)/$$m \
+	      --cfg-options train_cfg.max_iters=$(DEMO_ITERS) train_cfg.val_interval=$(DEMO_ITERS) \
+	      default_hooks.checkpoint.interval=$(DEMO_ITERS) \
+	      $$([ $$m = pu ] && echo $(DEMO_PU_WARMUP)) || exit 1; \
+	  fi; \
 	  $(PY) tools/test.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)/$$m \
 	    --out $(DEMO_DIR)/$$m/test_preds.pkl || exit 1; \
 	  $(PY) tools/analysis_tools/draw_detections.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth \

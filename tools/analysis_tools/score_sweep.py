@@ -163,10 +163,11 @@ def main(argv=None) -> dict:
                               args.radius)
         summary[name] = summarise(results[name], fixed)
         fixed_at[name] = fixed
-    print(f'{"detector":<12} {"thr":>5} {"recall":>7} {"prec":>7} {"F1":>7}   '
+    width = max(12, *(len(name) for name in summary))
+    print(f'{"detector":<{width}} {"thr":>5} {"recall":>7} {"prec":>7} {"F1":>7}   '
           f'{"best thr":>8} {"recall":>7} {"prec":>7} {"best F1":>7}')
     for name, s in summary.items():
-        print(f'{name:<12} {s["threshold"]:>5.2f} {s["recall"]:>7.4f} {s["precision"]:>7.4f} '
+        print(f'{name:<{width}} {s["threshold"]:>5.2f} {s["recall"]:>7.4f} {s["precision"]:>7.4f} '
               f'{s["f1"]:>7.4f}   {s["best_threshold"]:>8.2f} {s["best_recall"]:>7.4f} '
               f'{s["best_precision"]:>7.4f} {s["best_f1"]:>7.4f}')
     if args.out_png:
