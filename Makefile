@@ -6,8 +6,9 @@
 # Variables: TORCH_SPEC / TORCH_INDEX_URL (CUDA users), DEMO_ITERS (default 500), PYTEST_ARGS.
 SHELL := /bin/bash
 PY := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(CURDIR)/.venv/bin/python)
-DEMO_CONFIG_stock := configs/pu_detection/faster-rcnn_r18-c32_fpn_ce_500i_synthetic-sparse30.py
-DEMO_CONFIG_pu := configs/pu_detection/faster-rcnn_r18-c32_fpn_pu-nnpu-hp-warmup_500i_synthetic-sparse30.py
+DEMO_CONFIG := configs/pu_detection/faster-rcnn_r18-c32_fpn_{}_500i_synthetic-sparse30.py
+DEMO_CONFIG_stock := $(subst {},ce,$(DEMO_CONFIG))
+DEMO_CONFIG_pu := $(subst {},pu-nnpu-hp-warmup,$(DEMO_CONFIG))
 DEMO_DIR := work_dirs/demo
 DEMO_ITERS ?= 500
 DATA := data/synthetic
