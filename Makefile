@@ -13,8 +13,8 @@ DEMO_DIR := work_dirs/demo
 DEMO_ITERS ?= 500
 DATA := data/synthetic
 # the PU detector ramps pi_U in over the first half of training (250 of 500 iterations)
-DEMO_PU_WARMUP = $(foreach h,rpn_head roi_head.bbox_head,\
-  model.$(h).loss_cls.hidden_prior_warmup_iters=$(shell echo $$(( $(DEMO_ITERS) / 2 ))))
+DEMO_PU_WARMUP := $(foreach h,rpn_head roi_head.bbox_head,\
+  model.$(h).loss_cls.hidden_prior_warmup_iters=$$(( $(DEMO_ITERS) / 2 )))
 
 .PHONY: setup demo test data clean-demo
 
@@ -30,7 +30,7 @@ data: setup
 demo: data
 	@for m in stock pu; do \
 	  cfg=$$([ $$m = stock ] && echo $(DEMO_CONFIG_stock) || echo $(DEMO_CONFIG_pu)); \
-	  if [ -f $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth ]; then \
+	  if [ -f $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth -a -f $(DEMO_DIR)/$$m/$$(basename $$cfg) ]; then \
 	    echo "[mmhisto] $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth exists: reusing the trained $$m" \
 	      "detector (make clean-demo to retrain)"; \
 	  else \
