@@ -42,8 +42,6 @@ demo: data
 	  fi; \
 	  $(PY) tools/test.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)/$$m \
 	    --out $(DEMO_DIR)/$$m/test_preds.pkl || exit 1; \
-	  $(PY) tools/analysis_tools/draw_detections.py $$cfg $(DEMO_DIR)/$$m/iter_$(DEMO_ITERS).pth \
-	    --split test --index 5 --out $(DEMO_DIR)/demo_predictions_$$m.png || exit 1; \
 	done
 	@echo "[mmhisto] calibrated CE: the stock detector thresholded at 0.5 c, c = mean score of" \
 	  "the annotated validation cells (Elkan & Noto 2008)"
@@ -51,17 +49,19 @@ demo: data
 	  $(DEMO_DIR)/stock/iter_$(DEMO_ITERS).pth --work-dir $(DEMO_DIR)/calibration \
 	  --out $(DEMO_DIR)/calibration/calibration.json
 	$(PY) tools/analysis_tools/draw_detections.py $(DEMO_CONFIG_stock) \
-	  $(DEMO_DIR)/stock/iter_$(DEMO_ITERS).pth --split test --index 5 \
-	  --score-thr $$($(PY) -c "import json; print(json.load(open('$(DEMO_DIR)/calibration/calibration.json'))['threshold'])") \
-	  --cfg-options model.test_cfg.rcnn.score_thr=0.0 --out $(DEMO_DIR)/demo_predictions_calibrated.png
+	  $(DEMO_DIR)/stock/iter_$(DEMO_ITERS).pth --name stock --split test --index 5 --radius 8 \
+	  --compare calibrated-CE $(DEMO_CONFIG_stock) $(DEMO_DIR)/stock/iter_$(DEMO_ITERS).pth \
+	    $(DEMO_DIR)/calibration/calibration.json \
+	  --compare PU $(DEMO_CONFIG_pu) $(DEMO_DIR)/pu/iter_$(DEMO_ITERS).pth 0.5 \
+	  --cfg-options model.test_cfg.rcnn.score_thr=0.0 --out $(DEMO_DIR)/demo_sparse_labels.png
 	$(PY) tools/analysis_tools/plot_training.py $(DEMO_DIR)/pu --out $(DEMO_DIR)/training_curves.png
 	@echo "[mmhisto] test set (complete labels), point matching within 8 px: stock (score >= 0.5)," \
 	  "calibrated CE (the same predictions, score >= 0.5 c), fixed PU (nnPU + per-batch prior)"
 	$(PY) tools/analysis_tools/score_sweep.py stock=$(DEMO_DIR)/stock/test_preds.pkl \
 	  calibrated-CE=$(DEMO_DIR)/stock/test_preds.pkl@$(DEMO_DIR)/calibration/calibration.json \
 	  PU=$(DEMO_DIR)/pu/test_preds.pkl --radius 8 --out-png $(DEMO_DIR)/score_sweep.png
-	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_predictions_{stock,calibrated,pu}.png" \
-	  "(predictions over a test tile), $(DEMO_DIR)/score_sweep.png (precision-recall)," \
+	@echo "[mmhisto] pictures: $(DEMO_DIR)/demo_sparse_labels.png" \
+	  "(the three detectors on one test tile), $(DEMO_DIR)/score_sweep.png (precision-recall)," \
 	  "$(DEMO_DIR)/training_curves.png; 3-seed numbers: docs/benchmarks/det_sparse"
 
 test: setup

@@ -53,15 +53,24 @@ def test_train_then_test_detector(tmp_path, tiny_synthetic):
 
     # the demo's picture tool: TP + FN is the number of annotated cells of that image
     pic = str(tmp_path / 'pic.png')
-    proc = run_tool(['tools/analysis_tools/draw_detections.py', cfg,
-                     osp.join(work, 'iter_4.pth'), '--split', 'test', '--index', '1',
-                     '--score-thr', '0.0', '--out', pic])
-    match = re.search(r'(\S+\.png): TP (\d+), FP (\d+), FN (\d+)', proc.stdout)
-    name, tp, fp, fn = match.group(1), *map(int, match.groups()[1:])
+    # side by side (--compare): the same detector at 0.0 from a calibrate_threshold.py JSON
+    # counts what the first panel counts; above every score it finds nothing
+    ckpt = osp.join(work, 'iter_4.pth')
+    cal = tmp_path / 'calibration.json'
+    cal.write_text(json.dumps(dict(c=0.0, threshold=0.0)))
+    proc = run_tool(['tools/analysis_tools/draw_detections.py', cfg, ckpt, '--split', 'test',
+                     '--index', '1', '--score-thr', '0.0', '--name', 'a',
+                     '--compare', 'b', cfg, ckpt, str(cal), '--compare', 'c', cfg, ckpt, '1.01',
+                     '--out', pic])
+    rows = re.findall(r'\] (\w) (\S+\.png): TP (\d+), FP (\d+), FN (\d+)', proc.stdout)
+    assert [r[0] for r in rows] == ['a', 'b', 'c']
+    name, tp, fp, fn = rows[0][1], *map(int, rows[0][2:])
     with open(osp.join(tiny_synthetic, 'annotations', 'test.json')) as f:
         coco = json.load(f)
     img_id = next(im['id'] for im in coco['images'] if im['file_name'].endswith(name))
     assert tp + fn == sum(a['image_id'] == img_id for a in coco['annotations'])
+    assert rows[1][1:] == rows[0][1:]
+    assert tuple(map(int, rows[2][2:])) == (0, 0, tp + fn)
     assert osp.getsize(pic) > 0
 
 

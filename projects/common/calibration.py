@@ -14,6 +14,8 @@ cells are its "background". Here g(x) of an annotated cell is the score of the d
 that represents it (:func:`labelled_cell_scores`); the validation set keeps its incomplete
 labels (every annotated cell is a labelled example; the unannotated cells are not used).
 """
+import json
+import os.path as osp
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,3 +87,19 @@ def calibrated_threshold(c: float, base: float = 0.5) -> float:
     if not np.isfinite(base) or not 0 < base <= 1:
         raise ValueError(f'base threshold must lie in (0, 1], got {base}')
     return float(base * c)
+
+
+def read_threshold(value: str, source: str) -> float:
+    """A score threshold given as a number or as the JSON that ``calibrate_threshold.py
+    --out`` writes (its ``threshold`` key). Errors name ``source`` (the argument given)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if not osp.isfile(value):
+        raise FileNotFoundError(f'{source}: {value} is neither a threshold nor a JSON file')
+    with open(value) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get('threshold'), (int, float)):
+        raise ValueError(f'{value}: no numeric "threshold" key (calibrate_threshold.py --out)')
+    return float(data['threshold'])

@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from projects.common.calibration import read_threshold
 from projects.common.io import atomic_write, write_json
 from projects.common.metrics import match_points
 
@@ -113,23 +114,6 @@ def plot(results: Dict[str, np.ndarray], out: str, fixed: Dict[str, float]) -> N
     plt.close(fig)
 
 
-def _own_threshold(at: str, item: str) -> float:
-    """The threshold after '@': a number, or a JSON file with a 'threshold' key (as
-    calibrate_threshold.py writes)."""
-    try:
-        return float(at)
-    except ValueError:
-        pass
-    if not osp.isfile(at):
-        raise FileNotFoundError(f'{item}: {at} is neither a threshold nor a JSON file')
-    import json
-    with open(at) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get('threshold'), (int, float)):
-        raise ValueError(f'{at}: no numeric "threshold" key (calibrate_threshold.py --out)')
-    return float(data['threshold'])
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Recall / precision / F1 of detectors over '
                                      'score thresholds (point matching)')
@@ -158,7 +142,7 @@ def main(argv=None) -> dict:
         if not sep or not name or not path:
             raise ValueError(f'{item}: expected NAME=PREDICTIONS.pkl[@THRESHOLD]')
         path, _, at = path.partition('@')
-        fixed = _own_threshold(at, item) if at else args.fixed
+        fixed = read_threshold(at, item) if at else args.fixed
         results[name] = sweep(load_predictions(path), sorted(set(args.thresholds) | {fixed}),
                               args.radius)
         summary[name] = summarise(results[name], fixed)
