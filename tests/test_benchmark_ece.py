@@ -94,10 +94,36 @@ def test_each_model_runs_its_own_loss(result):
         assert models['stock']['threshold'] is None and models['stock']['kept'] is None
         for name in ('ece', 'focal_ece'):
             assert models[name]['threshold'] == pytest.approx(thr, rel=1e-12)
-            assert 0.0 <= models[name]['kept'] <= 1.0
         # lr = 0 and the same RNG seed before every step: every repetition is the same step
         for m in models.values():
             assert m['losses'] == pytest.approx([m['losses'][0]] * 3, rel=1e-6)
+
+
+@pytest.mark.parametrize('task', ['seg', 'det'])
+def test_kept_share_by_hand(task):
+    """``kept`` of the result: the share of unannotated terms eq. (7) keeps, by hand from
+    the logits each head passes to its loss (mean of heads). The threshold is the median
+    confidence of the first head's unannotated terms at the initial weights, so about half
+    are kept (lr = 0: every timed step is that first step)."""
+    reference = _reference_seg if task == 'seg' else _reference_det
+    with _built(task) as (cfg, models, data):
+        calls, handles = _capture(models['stock'])
+        train_step(models['stock'], make_optim_wrapper(models['stock'], cfg), data, seed=0)
+        for h in handles:
+            h.remove()
+        args0 = next(iter(calls.values()))[0]
+        conf = (1.0 - args0[0].softmax(1)[:, 0])[args0[1] == 0] if task == 'seg' else \
+            args0[0].sigmoid()[args0[1] == args0[0].shape[1]]
+        thr = float(conf.median())
+        shares = []
+        for args, kwargs in calls.values():
+            _, drop, unannotated = reference(args, kwargs, thr, 1.0)
+            shares.append(1.0 - float(drop.sum()) / float(unannotated.sum()))
+        assert 0.3 < shares[0] < 0.7
+        out = benchmark_ece.run_task(task, cfg, size=64, batch=2, objects=8, iters=2, warmup=0,
+                                     seed=0, ece_options=dict(schedule='fixed', threshold=thr),
+                                     progress_bar=False)
+    assert out['models']['ece']['kept'] == pytest.approx(sum(shares) / len(shares), rel=1e-6)
 
 
 def test_loss_dicts_are_replaced_whole():
