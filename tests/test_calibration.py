@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, write_config
 from projects.common.calibration import (calibrated_threshold, labelled_cell_scores,
-                                         labelling_frequency)
+                                         labelling_frequency, read_threshold)
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 import calibrate_threshold  # noqa: E402
@@ -119,6 +119,25 @@ def _write_preds(path):
     with open(path, 'wb') as f:
         pickle.dump(entries, f)
     return str(path)
+
+
+def test_read_threshold_number_or_calibration_json(tmp_path):
+    assert read_threshold('0.25', '--score-thr') == 0.25
+    good = tmp_path / 'calibration.json'
+    good.write_text(json.dumps(dict(c=0.44, threshold=0.22)))
+    assert read_threshold(str(good), 'x') == 0.22
+    with pytest.raises(FileNotFoundError, match='--score-thr: nope.json is neither'):
+        read_threshold('nope.json', '--score-thr')
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"threshold": 0.2')
+    with pytest.raises(ValueError, match='bad.json: not valid JSON'):
+        read_threshold(str(bad), 'x')
+    for data in (dict(c=0.4), dict(threshold='0.2'), dict(threshold=True), [0.2]):
+        bad.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match='bad.json: no numeric "threshold" key'):
+            read_threshold(str(bad), 'x')
+    with pytest.raises(ValueError, match='PU: the threshold must be a finite number, got nan'):
+        read_threshold('nan', 'PU')
 
 
 def test_tool_on_hand_made_predictions(tmp_path, capsys):

@@ -91,15 +91,24 @@ def calibrated_threshold(c: float, base: float = 0.5) -> float:
 
 def read_threshold(value: str, source: str) -> float:
     """A score threshold given as a number or as the JSON that ``calibrate_threshold.py
-    --out`` writes (its ``threshold`` key). Errors name ``source`` (the argument given)."""
+    --out`` writes (its ``threshold`` key). Errors name ``source`` (the argument given)
+    or the JSON file."""
     try:
-        return float(value)
+        thr = float(value)
     except ValueError:
-        pass
-    if not osp.isfile(value):
-        raise FileNotFoundError(f'{source}: {value} is neither a threshold nor a JSON file')
-    with open(value) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get('threshold'), (int, float)):
-        raise ValueError(f'{value}: no numeric "threshold" key (calibrate_threshold.py --out)')
-    return float(data['threshold'])
+        if not osp.isfile(value):
+            raise FileNotFoundError(
+                f'{source}: {value} is neither a threshold nor a JSON file') from None
+        try:
+            with open(value) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f'{value}: not valid JSON ({e})') from None
+        if not isinstance(data, dict) or isinstance(data.get('threshold'), bool) \
+                or not isinstance(data.get('threshold'), (int, float)):
+            raise ValueError(f'{value}: no numeric "threshold" key '
+                             '(calibrate_threshold.py --out)')
+        thr = float(data['threshold'])
+    if not np.isfinite(thr):
+        raise ValueError(f'{source}: the threshold must be a finite number, got {thr}')
+    return thr
