@@ -80,6 +80,11 @@ def test_train_then_test_detector(tmp_path, tiny_synthetic):
     assert rows[1][1:] == rows[0][1:]
     assert tuple(map(int, rows[2][2:])) == (0, 0, tp + fn)
     assert osp.getsize(pic) > 0
+    # a bad THR is named before any model runs
+    proc = run_tool(['tools/analysis_tools/draw_detections.py', cfg, ckpt, '--compare', 'b',
+                     cfg, ckpt, 'nothere.json', '--out', pic], check=False)
+    assert proc.returncode != 0
+    assert 'b: threshold: nothere.json is neither a threshold nor a JSON file' in proc.stderr
 
 
 def _state(path: str) -> dict:

@@ -71,8 +71,15 @@ def predict(config: str, checkpoint: str, split: str, index: int, cfg_options=No
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     detectors = [(args.name, args.config, args.checkpoint, args.score_thr)] + args.compare
-    cfg, first = predict(args.config, args.checkpoint, args.split, args.index,
-                         args.cfg_options)
+    # thresholds first: a bad THR fails before any model runs
+    thresholds = [read_threshold(thr, f'{name or config}: threshold')
+                  for name, config, _, thr in detectors]
+    runs = {}  # (config, checkpoint) -> (cfg, sample): calibrated CE reuses the stock run
+    for _, config, checkpoint, _ in detectors:
+        if (config, checkpoint) not in runs:
+            runs[config, checkpoint] = predict(config, checkpoint, args.split, args.index,
+                                               args.cfg_options)
+    cfg, first = runs[args.config, args.checkpoint]
     gt_points = first.metainfo.get('gt_points', None)
     if gt_points is None:
         b = first.gt_instances.bboxes
@@ -85,14 +92,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         radius = evaluator.get('radius', 12.0) if isinstance(evaluator, dict) else 12.0
     image_name = first.img_path.split('/')[-1]
     panels = []
-    for i, (name, config, checkpoint, thr) in enumerate(detectors):
-        sample = first if i == 0 else predict(config, checkpoint, args.split, args.index,
-                                              args.cfg_options)[1]
+    for (name, config, checkpoint, _), score_thr in zip(detectors, thresholds):
+        sample = runs[config, checkpoint][1]
         if sample.img_path != first.img_path:
             raise ValueError(f'{config}: image {args.index} of its {args.split} set is '
                              f'{sample.img_path}, not {first.img_path} (the first '
                              'detector\'s): the detectors must share the data set')
-        score_thr = read_threshold(thr, f'{name or config}: threshold')
         boxes = sample.pred_instances.bboxes.numpy()
         scores = sample.pred_instances.scores.numpy()
         keep = scores >= score_thr
